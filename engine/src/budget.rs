@@ -1,0 +1,93 @@
+//! Per-shard resources shared by every log on the shard: the write-buffer
+//! budget (appends wait when it is spent), the tail-cache budget (evictable,
+//! so it never blocks), and the slots that bound writes in flight.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use crate::config::ShardLimits;
+use crate::error::Result;
+use crate::notify::Notify;
+
+/// A counted budget of bytes that tasks wait on. Waiting is first come,
+/// first served only loosely (all waiters re-check on each release), which
+/// is enough here: appends of one shard are short and similar.
+pub(crate) struct Budget {
+    capacity: usize,
+    in_use: Cell<usize>,
+    released: Notify,
+}
+
+impl Budget {
+    fn new(capacity: usize) -> Self {
+        Budget { capacity, in_use: Cell::new(0), released: Notify::default() }
+    }
+
+    /// Waits until `bytes` fit (a request larger than the whole budget waits
+    /// for an empty budget, then takes it all), and returns the amount taken.
+    pub(crate) async fn acquire(&self, bytes: usize) -> usize {
+        let bytes = bytes.min(self.capacity);
+        self.released
+            .wait_for(|| {
+                let in_use = self.in_use.get();
+                (in_use + bytes <= self.capacity).then(|| self.in_use.set(in_use + bytes))
+            })
+            .await;
+        bytes
+    }
+
+    /// Takes `bytes` without waiting, even past the capacity. Only for the
+    /// flusher's carry-over of a partial block, which must never wait on
+    /// memory that only the flusher itself can free.
+    pub(crate) fn acquire_now(&self, bytes: usize) -> usize {
+        self.in_use.set(self.in_use.get() + bytes);
+        bytes
+    }
+
+    pub(crate) fn release(&self, bytes: usize) {
+        let in_use = self.in_use.get();
+        assert!(bytes <= in_use, "released {bytes} bytes but only {in_use} in use");
+        self.in_use.set(in_use - bytes);
+        self.released.notify_all();
+    }
+
+    pub(crate) fn in_use(&self) -> usize {
+        self.in_use.get()
+    }
+}
+
+/// Resources of one shard. Create one per executor and hand a clone of the
+/// `Rc` to every log opened on that shard.
+pub struct ShardResources {
+    pub(crate) limits: ShardLimits,
+    pub(crate) write_buffer: Budget,
+    /// Bytes of written (evictable) batches held by tail caches.
+    pub(crate) tail_cache_bytes: Cell<usize>,
+    pub(crate) write_slots: glommio::sync::Semaphore,
+}
+
+impl ShardResources {
+    pub fn new(limits: ShardLimits) -> Result<Rc<Self>> {
+        limits.validate()?;
+        Ok(Rc::new(ShardResources {
+            write_buffer: Budget::new(limits.write_buffer_bytes_max),
+            tail_cache_bytes: Cell::new(0),
+            write_slots: glommio::sync::Semaphore::new(limits.writes_in_flight_max as u64),
+            limits,
+        }))
+    }
+
+    pub fn limits(&self) -> &ShardLimits {
+        &self.limits
+    }
+
+    /// Bytes of DMA write buffers in use right now.
+    pub fn write_buffer_bytes(&self) -> usize {
+        self.write_buffer.in_use()
+    }
+
+    /// Bytes of written batches held in tail caches right now.
+    pub fn tail_cache_bytes(&self) -> usize {
+        self.tail_cache_bytes.get()
+    }
+}

@@ -1,0 +1,64 @@
+//! Errors of the storage engine. Each variant carries what an operator needs
+//! to find the problem: the file, the byte position and the offset.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Why a record batch handed to [`crate::PartitionLog::append`] was refused.
+/// The broker maps these to Kafka's error codes (CORRUPT_MESSAGE,
+/// INVALID_RECORD, MESSAGE_TOO_LARGE).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("record set of {len} bytes ends inside a batch header ({needed} bytes needed)")]
+    TruncatedHeader { len: usize, needed: usize },
+    #[error(
+        "batch length field {length} is invalid (at byte {position} of the record set, {available} bytes available)"
+    )]
+    BadLength { position: usize, length: i32, available: usize },
+    #[error("batch at byte {position} has magic {magic}; only magic 2 (v2 record batches) is supported")]
+    UnsupportedMagic { position: usize, magic: i8 },
+    #[error("batch at byte {position} has CRC32C {stored:#010x} but its contents hash to {computed:#010x}")]
+    CrcMismatch { position: usize, stored: u32, computed: u32 },
+    #[error("batch at byte {position} has last offset delta {last_offset_delta} and record count {records_count}")]
+    BadRecordCount { position: usize, last_offset_delta: i32, records_count: i32 },
+    #[error("empty record set")]
+    Empty,
+    #[error("batch of {len} bytes is larger than the segment size limit {segment_bytes_max}")]
+    TooLarge { len: usize, segment_bytes_max: u64 },
+}
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("corrupt data in {path} at byte {position} (offset {offset}): {reason}")]
+    Corrupt { path: PathBuf, position: u64, offset: i64, reason: String },
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    #[error("invalid configuration: {key} = {value}: {reason}")]
+    Config { key: &'static str, value: String, reason: &'static str },
+    #[error("log {path} failed after an earlier I/O error and accepts no more writes: {reason}")]
+    Failed { path: PathBuf, reason: String },
+    #[error("log {path} is closed")]
+    Closed { path: PathBuf },
+}
+
+impl EngineError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
+        EngineError::Io { path: path.into(), source: source.into() }
+    }
+
+    pub(crate) fn glommio(path: impl Into<PathBuf>, err: glommio::GlommioError<()>) -> Self {
+        EngineError::Io { path: path.into(), source: err.into() }
+    }
+}

@@ -1,0 +1,1267 @@
+//! A partition log: a sequence of segments owned by one shard, with an
+//! appender that coalesces batches into large O_DIRECT writes, a flusher
+//! task that writes and fsyncs them (group commit), a tail cache that serves
+//! recent batches from memory, and recovery, retention and truncation.
+//!
+//! Offsets, in order: `log_start_offset <= durable_offset <= written_offset
+//! <= next_offset`. An append gets its offsets as soon as its bytes are in a
+//! write buffer (`next_offset` advances); the flusher advances
+//! `written_offset` when the writes complete and `durable_offset` when an
+//! fdatasync covers them. Every batch at or above `written_offset` is in the
+//! tail cache, so reads never touch bytes that are not on disk yet.
+//!
+//! The log is single-threaded (one glommio executor owns it); `&self`
+//! methods borrow the state only between awaits.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use glommio::io::DmaBuffer;
+
+use crate::batch::{self, BatchHeader, HeaderParse};
+use crate::budget::ShardResources;
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::{BatchError, EngineError, Result};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::notify::Notify;
+use crate::segment::{self, ScanStop, Segment};
+use crate::storage_file::{self, IoMode, SegmentFile};
+use crate::BLOCK_BYTES;
+
+/// Name of the clean-shutdown marker in a partition directory.
+pub const CLEAN_SHUTDOWN_FILE: &str = "clean_shutdown";
+const CLEAN_SHUTDOWN_MAGIC: [u8; 4] = *b"SXCS";
+const CLEAN_SHUTDOWN_VERSION: u16 = 1;
+/// Smallest chunk a write buffer starts with; chunks double within a write
+/// round up to `ShardLimits::write_chunk_bytes_max` so that a busy log
+/// writes large blocks while an idle one holds little memory.
+const CHUNK_BYTES_MIN: usize = 64 * 1024;
+
+/// Offsets and timestamps assigned to an appended record set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub batches: usize,
+}
+
+/// The result of a read: whole batches in offset order, plus the log's
+/// offsets at the time of the read.
+#[derive(Debug, Clone, Default)]
+pub struct LogRead {
+    /// Runs of whole batches, in order. Concatenated they form a valid
+    /// Kafka record set.
+    pub records: Vec<Bytes>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub durable_offset: i64,
+}
+
+impl LogRead {
+    pub fn size_bytes(&self) -> usize {
+        self.records.iter().map(Bytes::len).sum()
+    }
+
+    /// Headers of the returned batches.
+    pub fn batch_headers(&self) -> Vec<BatchHeader> {
+        let mut out = Vec::new();
+        for run in &self.records {
+            let mut at = 0;
+            while at < run.len() {
+                let header = match batch::parse_header(&run[at..], at, run.len() - at) {
+                    HeaderParse::Complete(header) => header,
+                    other => panic!("a read returned a partial batch: {other:?}"),
+                };
+                at += header.size_bytes;
+                out.push(header);
+            }
+        }
+        out
+    }
+}
+
+/// The first batch holding a record at or after a timestamp.
+#[derive(Debug, Clone)]
+pub struct TimestampMatch {
+    /// Base offset of that batch. The broker refines this to the exact
+    /// record (which may need decompression).
+    pub base_offset: i64,
+    pub max_timestamp: i64,
+    pub batch: Bytes,
+}
+
+/// A summary of one segment, for tests and for DescribeLogDirs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size_bytes: u64,
+    pub max_timestamp: i64,
+    pub sealed: bool,
+}
+
+/// A write buffer: a DMA buffer covering the file range starting at
+/// `position` (block aligned) of segment `segment_base`.
+struct StagedChunk {
+    segment_base: i64,
+    file: Rc<SegmentFile>,
+    position: u64,
+    buf: DmaBuffer,
+    filled: usize,
+    /// Write-budget bytes to release once this chunk is on disk.
+    charged: usize,
+}
+
+impl StagedChunk {
+    fn space(&self) -> usize {
+        self.buf.len() - self.filled
+    }
+}
+
+struct CachedBatch {
+    base_offset: i64,
+    last_offset: i64,
+    segment_base: i64,
+    /// Byte position of the batch in its segment file.
+    position: u64,
+    bytes: Bytes,
+}
+
+struct LogState {
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    next_offset: i64,
+    written_offset: i64,
+    durable_offset: i64,
+    leader_epoch: i32,
+    /// Full chunks waiting for the flusher, in file order.
+    staged: VecDeque<StagedChunk>,
+    /// The chunk of the active segment that appends fill.
+    filling: Option<StagedChunk>,
+    /// Capacity of the last chunk allocated since the flusher last took the
+    /// staged chunks; the next one doubles it.
+    last_chunk_bytes: usize,
+    /// Segments rolled away from, to seal once their data is written.
+    seals: Vec<i64>,
+    /// Files written since their last fdatasync.
+    unsynced: Vec<Rc<SegmentFile>>,
+    unflushed_messages: u64,
+    oldest_unflushed: Option<Instant>,
+    flush_requested: bool,
+    tail_cache: VecDeque<CachedBatch>,
+    /// How many batches at the front of the tail cache are written and
+    /// counted in the shard's tail-cache bytes.
+    tail_cache_counted: usize,
+    tail_cache_counted_bytes: usize,
+    failed: Option<String>,
+    rolling: bool,
+    /// Set while a truncation runs; appends wait.
+    exclusive: bool,
+    flusher_busy: bool,
+    closing: bool,
+    flusher_done: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    io_mode: IoMode,
+    resources: Rc<ShardResources>,
+    state: RefCell<LogState>,
+    changed: Notify,
+}
+
+/// A handle to a partition log. Cheap to clone; all clones share the log.
+/// Call [`PartitionLog::close`] for a clean shutdown.
+#[derive(Clone)]
+pub struct PartitionLog {
+    shared: Rc<Shared>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn align_down(v: u64) -> u64 {
+    v - v % BLOCK_BYTES as u64
+}
+
+fn align_up(v: usize) -> usize {
+    v.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir` (created if missing), recovering it if it was
+    /// not shut down cleanly. Must run on the executor that will own it.
+    pub async fn open(dir: impl Into<PathBuf>, config: LogConfig, resources: Rc<ShardResources>) -> Result<Self> {
+        let dir = dir.into();
+        config.validate()?;
+        std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        let io_mode = storage_file::probe_io_mode(&dir).await?;
+        let recovered = crate::recovery::recover(&dir, io_mode, &config).await?;
+        let next_offset = recovered.segments.values().next_back().map(|s| s.next_offset).unwrap_or(0);
+        let log_start_offset = recovered.segments.values().next().map(|s| s.base_offset).unwrap_or(0);
+        let state = LogState {
+            config,
+            segments: recovered.segments,
+            log_start_offset,
+            next_offset,
+            written_offset: next_offset,
+            durable_offset: next_offset,
+            leader_epoch: 0,
+            staged: VecDeque::new(),
+            filling: None,
+            last_chunk_bytes: 0,
+            seals: Vec::new(),
+            unsynced: Vec::new(),
+            unflushed_messages: 0,
+            oldest_unflushed: None,
+            flush_requested: false,
+            tail_cache: VecDeque::new(),
+            tail_cache_counted: 0,
+            tail_cache_counted_bytes: 0,
+            failed: None,
+            rolling: false,
+            exclusive: false,
+            flusher_busy: false,
+            closing: false,
+            flusher_done: false,
+        };
+        let log = PartitionLog {
+            shared: Rc::new(Shared { dir, io_mode, resources, state: RefCell::new(state), changed: Notify::default() }),
+        };
+        log.load_partial_block().await?;
+        let flusher = log.clone();
+        glommio::spawn_local(async move { flusher.run_flusher().await }).detach();
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn io_mode(&self) -> IoMode {
+        self.shared.io_mode
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.shared.state.borrow().log_start_offset
+    }
+
+    /// The offset the next appended record gets (Kafka's log end offset).
+    pub fn log_end_offset(&self) -> i64 {
+        self.shared.state.borrow().next_offset
+    }
+
+    /// Every record below this offset is covered by an fdatasync.
+    pub fn durable_offset(&self) -> i64 {
+        self.shared.state.borrow().durable_offset
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.state.borrow().segments.values().map(|s| s.size_bytes).sum()
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.shared
+            .state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| SegmentInfo {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size_bytes: s.size_bytes,
+                max_timestamp: s.max_timestamp,
+                sealed: s.sealed,
+            })
+            .collect()
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.shared.state.borrow().config.clone()
+    }
+
+    /// Changes the log's settings (AlterConfigs); they apply to the next
+    /// append, roll, flush and retention pass.
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.shared.state.borrow_mut().config = config;
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// The leader epoch written into each appended batch.
+    pub fn set_leader_epoch(&self, leader_epoch: i32) {
+        self.shared.state.borrow_mut().leader_epoch = leader_epoch;
+    }
+
+    fn check_usable(&self, state: &LogState) -> Result<()> {
+        if let Some(reason) = &state.failed {
+            return Err(EngineError::Failed { path: self.shared.dir.clone(), reason: reason.clone() });
+        }
+        if state.closing {
+            return Err(EngineError::Closed { path: self.shared.dir.clone() });
+        }
+        Ok(())
+    }
+
+    /// Appends a record set (one or more whole v2 batches, as a producer
+    /// sends them). Each batch is validated (length, magic, CRC32C), given
+    /// its base offset and the leader epoch, and copied into the write
+    /// buffer. Returns once offsets are assigned; use
+    /// [`PartitionLog::wait_durable`] to wait for fdatasync.
+    pub async fn append(&self, records: Bytes) -> Result<AppendInfo> {
+        let headers = self.validate_record_set(&records)?;
+        let charged = self.shared.resources.write_buffer.acquire(records.len()).await;
+        let result = self.append_validated(records, &headers, charged).await;
+        if result.is_err() {
+            self.shared.resources.write_buffer.release(charged);
+        }
+        result
+    }
+
+    fn validate_record_set(&self, records: &Bytes) -> Result<Vec<BatchHeader>> {
+        if records.is_empty() {
+            return Err(BatchError::Empty.into());
+        }
+        let segment_bytes_max = self.shared.state.borrow().config.segment_bytes_max;
+        if records.len() as u64 > segment_bytes_max {
+            return Err(BatchError::TooLarge { len: records.len(), segment_bytes_max }.into());
+        }
+        let mut headers = Vec::new();
+        let mut at = 0;
+        while at < records.len() {
+            let header = batch::validate_batch(&records[at..], at, records.len() - at)?;
+            at += header.size_bytes;
+            headers.push(header);
+        }
+        Ok(headers)
+    }
+
+    async fn append_validated(&self, records: Bytes, headers: &[BatchHeader], charged: usize) -> Result<AppendInfo> {
+        let records_total: i64 = headers.iter().map(|h| i64::from(h.last_offset_delta) + 1).sum();
+        loop {
+            let roll_needed = {
+                let state = self.shared.state.borrow();
+                self.check_usable(&state)?;
+                if state.rolling || state.exclusive {
+                    None
+                } else {
+                    Some(needs_roll(&state, records.len() as u64, records_total))
+                }
+            };
+            match roll_needed {
+                None => {
+                    self.shared
+                        .changed
+                        .wait_for(|| {
+                            let s = self.shared.state.borrow();
+                            (!s.rolling && !s.exclusive || s.failed.is_some() || s.closing).then_some(())
+                        })
+                        .await
+                }
+                Some(true) => self.roll().await?,
+                Some(false) => break,
+            }
+        }
+        let info = self.stage(records, headers, charged);
+        self.shared.changed.notify_all();
+        Ok(info)
+    }
+
+    /// Copies a validated record set into the write buffer. Synchronous: no
+    /// other task can interleave between offset assignment and staging.
+    fn stage(&self, records: Bytes, headers: &[BatchHeader], charged: usize) -> AppendInfo {
+        let mut state = self.shared.state.borrow_mut();
+        let state = &mut *state;
+        let leader_epoch = state.leader_epoch;
+        let base_offset = state.next_offset;
+        // Patch offsets in place when we own the only reference, else copy.
+        let mut owned = records.try_into_mut().unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+        let mut at = 0;
+        let mut next = base_offset;
+        for header in headers {
+            batch::patch_offset_and_epoch(&mut owned[at..], next, leader_epoch);
+            next += i64::from(header.last_offset_delta) + 1;
+            at += header.size_bytes;
+        }
+        let records = owned.freeze();
+        let mut charge_left = charged;
+        let chunk_max = self.shared.resources.limits.write_chunk_bytes_max;
+        let index_interval = state.config.index_interval_bytes;
+        let (active_base, active) = state.segments.iter_mut().next_back().expect("a log always has an active segment");
+        let active_base = *active_base;
+        let mut at = 0;
+        let mut info = AppendInfo { base_offset, last_offset: base_offset, max_timestamp: -1, batches: headers.len() };
+        for header in headers {
+            let mut header = *header;
+            header.base_offset = state.next_offset;
+            let bytes = records.slice(at..at + header.size_bytes);
+            // Copy into DMA chunks, opening new ones as they fill.
+            let mut src = &bytes[..];
+            while !src.is_empty() {
+                let need_chunk = state.filling.as_ref().is_none_or(|c| c.space() == 0);
+                if need_chunk {
+                    let position = match &state.filling {
+                        Some(full) => full.position + full.buf.len() as u64,
+                        None => active.size_bytes + (bytes.len() - src.len()) as u64,
+                    };
+                    debug_assert_eq!(position % BLOCK_BYTES as u64, 0, "chunks start on block boundaries");
+                    let wanted = align_up(src.len()).max(state.last_chunk_bytes * 2).max(CHUNK_BYTES_MIN);
+                    let capacity = wanted.min(chunk_max);
+                    state.last_chunk_bytes = capacity;
+                    let chunk = StagedChunk {
+                        segment_base: active_base,
+                        file: active.file.clone(),
+                        position,
+                        buf: glommio::allocate_dma_buffer(capacity),
+                        filled: 0,
+                        charged: 0,
+                    };
+                    if let Some(full) = state.filling.replace(chunk) {
+                        state.staged.push_back(full);
+                    }
+                }
+                let chunk = state.filling.as_mut().expect("a chunk to fill");
+                let n = chunk.space().min(src.len());
+                chunk.buf.as_bytes_mut()[chunk.filled..chunk.filled + n].copy_from_slice(&src[..n]);
+                chunk.filled += n;
+                let charge = charge_left.min(n);
+                chunk.charged += charge;
+                charge_left -= charge;
+                src = &src[n..];
+            }
+            let position = active.size_bytes;
+            active.record_batch(&header, index_interval);
+            info.last_offset = header.last_offset();
+            info.max_timestamp = info.max_timestamp.max(header.max_timestamp);
+            state.next_offset = header.last_offset() + 1;
+            state.tail_cache.push_back(CachedBatch {
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+                segment_base: active_base,
+                position,
+                bytes,
+            });
+            at += header.size_bytes;
+        }
+        if charge_left > 0 {
+            // Only when the record set was larger than the whole budget
+            // (clamped); attribute the rest to the filling chunk.
+            state.filling.as_mut().expect("a chunk was filled").charged += charge_left;
+        }
+        state.unflushed_messages += (next - base_offset) as u64;
+        state.oldest_unflushed.get_or_insert_with(Instant::now);
+        info
+    }
+
+    /// Starts a new active segment at the current log end. The old one is
+    /// sealed by the flusher once its data is written.
+    async fn roll(&self) -> Result<()> {
+        let new_base = {
+            let mut state = self.shared.state.borrow_mut();
+            state.rolling = true;
+            state.next_offset
+        };
+        let path = self.shared.dir.join(segment::segment_file_name(new_base));
+        let opened = SegmentFile::open(path, self.shared.io_mode, true).await;
+        let opened = match opened {
+            Ok(file) => file.truncate(0).await.map(|_| file),
+            Err(err) => Err(err),
+        };
+        let mut state = self.shared.state.borrow_mut();
+        state.rolling = false;
+        self.shared.changed.notify_all();
+        let file = opened?;
+        let old_base = *state.segments.keys().next_back().expect("an active segment");
+        if let Some(chunk) = state.filling.take() {
+            state.staged.push_back(chunk);
+        }
+        state.seals.push(old_base);
+        state.segments.insert(new_base, Segment::new_empty(new_base, Rc::new(file)));
+        tracing::debug!(dir = %self.shared.dir.display(), old_base, new_base, "rolled segment");
+        Ok(())
+    }
+
+    /// Waits until every record below `offset` is covered by an fdatasync
+    /// (under the log's flush policy; see [`PartitionLog::flush`] to force).
+    pub async fn wait_durable(&self, offset: i64) -> Result<()> {
+        self.shared
+            .changed
+            .wait_for(|| {
+                let state = self.shared.state.borrow();
+                if state.durable_offset >= offset {
+                    Some(Ok(()))
+                } else if let Some(reason) = &state.failed {
+                    Some(Err(EngineError::Failed { path: self.shared.dir.clone(), reason: reason.clone() }))
+                } else if state.flusher_done {
+                    Some(Err(EngineError::Closed { path: self.shared.dir.clone() }))
+                } else {
+                    None
+                }
+            })
+            .await
+    }
+
+    /// Writes and fsyncs everything appended so far, whatever the policy.
+    pub async fn flush(&self) -> Result<()> {
+        let target = {
+            let mut state = self.shared.state.borrow_mut();
+            state.flush_requested = true;
+            state.next_offset
+        };
+        self.shared.changed.notify_all();
+        self.wait_durable(target).await
+    }
+
+    /// The flusher: one task per log that writes staged chunks, fsyncs per
+    /// policy and seals rolled segments, one round at a time so that writes
+    /// of the same partial block never overlap.
+    async fn run_flusher(self) {
+        loop {
+            let wait = self.shared.changed.wait_for(|| {
+                let state = self.shared.state.borrow();
+                if state.failed.is_some() {
+                    return Some(false);
+                }
+                let pending =
+                    state.filling.as_ref().is_some_and(|c| c.filled > 0 && state.written_offset < state.next_offset)
+                        || !state.staged.is_empty()
+                        || !state.seals.is_empty()
+                        || fsync_due(&state);
+                if pending {
+                    Some(true)
+                } else if state.closing {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+            let deadline = self.flush_deadline();
+            let proceed = match deadline {
+                Some(after) => {
+                    futures_lite::future::or(wait, async {
+                        glommio::timer::sleep(after).await;
+                        true
+                    })
+                    .await
+                }
+                None => wait.await,
+            };
+            if !proceed {
+                break;
+            }
+            self.shared.state.borrow_mut().flusher_busy = true;
+            let round = self.flush_round().await;
+            let mut state = self.shared.state.borrow_mut();
+            state.flusher_busy = false;
+            if let Err(err) = round {
+                tracing::error!(dir = %self.shared.dir.display(), error = %err, "write failed; the log accepts no more appends");
+                state.failed = Some(err.to_string());
+            }
+            drop(state);
+            self.shared.changed.notify_all();
+        }
+        self.shared.state.borrow_mut().flusher_done = true;
+        self.shared.changed.notify_all();
+    }
+
+    /// How long until the interval policy wants an fsync, if it will.
+    fn flush_deadline(&self) -> Option<std::time::Duration> {
+        let state = self.shared.state.borrow();
+        match state.config.flush_policy {
+            FlushPolicy::Interval { interval: Some(interval), .. } if !state.unsynced.is_empty() => {
+                let since = state.oldest_unflushed.map(|t| t.elapsed()).unwrap_or_default();
+                Some(interval.saturating_sub(since))
+            }
+            _ => None,
+        }
+    }
+
+    async fn flush_round(&self) -> Result<()> {
+        let (chunks, seals, round_end) = self.take_staged();
+        self.preallocate(&chunks).await?;
+        let resources = &self.shared.resources;
+        let writes = chunks.into_iter().map(|chunk| async move {
+            let _slot = resources.write_slots.acquire_permit(1).await.expect("write slots are never closed");
+            let mut chunk = chunk;
+            let len = align_up(chunk.filled);
+            chunk.buf.as_bytes_mut()[chunk.filled..len].fill(0);
+            let charged = chunk.charged;
+            let result = chunk.file.write_at(chunk.buf, len, chunk.position).await;
+            resources.write_buffer.release(charged);
+            result.map(|()| chunk.file)
+        });
+        let results = futures::future::join_all(writes).await;
+        let mut written_files = Vec::new();
+        for result in results {
+            written_files.push(result?);
+        }
+        let sync = {
+            let mut state = self.shared.state.borrow_mut();
+            for file in written_files {
+                if !state.unsynced.iter().any(|f| Rc::ptr_eq(f, &file)) {
+                    state.unsynced.push(file);
+                }
+            }
+            state.written_offset = round_end;
+            self.update_tail_cache(&mut state);
+            fsync_due(&state) || !seals.is_empty()
+        };
+        self.shared.changed.notify_all();
+        if sync {
+            self.fsync_written().await?;
+        }
+        for base in seals {
+            self.seal(base).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the staged chunks for one write round. The last block of the
+    /// filling chunk, if partial, is copied into a fresh chunk so appends can
+    /// go on while the round writes; the next round rewrites that block.
+    fn take_staged(&self) -> (Vec<StagedChunk>, Vec<i64>, i64) {
+        let mut state = self.shared.state.borrow_mut();
+        let mut chunks: Vec<StagedChunk> = state.staged.drain(..).collect();
+        if let Some(filling) = state.filling.take() {
+            let full_blocks = align_down(filling.filled as u64) as usize;
+            if filling.filled > full_blocks {
+                let mut carry = glommio::allocate_dma_buffer(BLOCK_BYTES);
+                let tail = filling.filled - full_blocks;
+                carry.as_bytes_mut()[..tail].copy_from_slice(&filling.buf.as_bytes()[full_blocks..filling.filled]);
+                state.filling = Some(StagedChunk {
+                    segment_base: filling.segment_base,
+                    file: filling.file.clone(),
+                    position: filling.position + full_blocks as u64,
+                    buf: carry,
+                    filled: tail,
+                    charged: self.shared.resources.write_buffer.acquire_now(BLOCK_BYTES),
+                });
+            }
+            if filling.filled > 0 {
+                chunks.push(filling);
+            } else {
+                self.shared.resources.write_buffer.release(filling.charged);
+            }
+        }
+        state.last_chunk_bytes = 0;
+        let seals = std::mem::take(&mut state.seals);
+        (chunks, seals, state.next_offset)
+    }
+
+    /// Extends segment files ahead of the writes so that O_DIRECT writes do
+    /// not change the file size (which would serialise them).
+    async fn preallocate(&self, chunks: &[StagedChunk]) -> Result<()> {
+        let mut plans: Vec<(Rc<SegmentFile>, i64, u64)> = Vec::new();
+        {
+            let state = self.shared.state.borrow();
+            let step = state.config.preallocate_bytes;
+            let cap = align_up(state.config.segment_bytes_max as usize) as u64;
+            for chunk in chunks {
+                let end = chunk.position + align_up(chunk.filled) as u64;
+                let segment = &state.segments[&chunk.segment_base];
+                if end > segment.allocated_bytes && plans.iter().all(|(_, b, _)| *b != chunk.segment_base) {
+                    let max_end = chunks
+                        .iter()
+                        .filter(|c| c.segment_base == chunk.segment_base)
+                        .map(|c| c.position + align_up(c.filled) as u64)
+                        .max()
+                        .unwrap_or(end);
+                    let target = (segment.allocated_bytes + step).min(cap).max(max_end);
+                    plans.push((chunk.file.clone(), chunk.segment_base, target));
+                }
+            }
+        }
+        for (file, base, target) in plans {
+            file.preallocate(target).await?;
+            if let Some(segment) = self.shared.state.borrow_mut().segments.get_mut(&base) {
+                segment.allocated_bytes = target;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fsync_written(&self) -> Result<()> {
+        let (files, covered) = {
+            let mut state = self.shared.state.borrow_mut();
+            state.flush_requested = false;
+            state.unflushed_messages = 0;
+            state.oldest_unflushed = None;
+            (std::mem::take(&mut state.unsynced), state.written_offset)
+        };
+        for file in &files {
+            file.fdatasync().await?;
+        }
+        let mut state = self.shared.state.borrow_mut();
+        state.durable_offset = state.durable_offset.max(covered);
+        Ok(())
+    }
+
+    /// Seals a rolled segment: truncates the preallocated file to its data,
+    /// makes that durable and writes the index files.
+    async fn seal(&self, base: i64) -> Result<()> {
+        let (file, size, offset_index, time_index) = {
+            let mut state = self.shared.state.borrow_mut();
+            let Some(segment) = state.segments.get_mut(&base) else {
+                return Ok(());
+            };
+            segment.finish_time_index();
+            (segment.file.clone(), segment.size_bytes, segment.offset_index.clone(), segment.time_index.clone())
+        };
+        file.truncate(size).await?;
+        file.fdatasync().await?;
+        write_indexes(&self.shared.dir, base, &offset_index, &time_index).await?;
+        if let Some(segment) = self.shared.state.borrow_mut().segments.get_mut(&base) {
+            segment.sealed = true;
+            segment.allocated_bytes = size;
+        }
+        Ok(())
+    }
+
+    /// Counts newly written batches into the shard's tail-cache budget and
+    /// evicts written batches, oldest first, while the shard is over it.
+    fn update_tail_cache(&self, state: &mut LogState) {
+        let resources = &self.shared.resources;
+        while let Some(entry) = state.tail_cache.get(state.tail_cache_counted) {
+            if entry.last_offset >= state.written_offset {
+                break;
+            }
+            let len = entry.bytes.len();
+            state.tail_cache_counted += 1;
+            state.tail_cache_counted_bytes += len;
+            resources.tail_cache_bytes.set(resources.tail_cache_bytes.get() + len);
+        }
+        while resources.tail_cache_bytes.get() > resources.limits.tail_cache_bytes_max && state.tail_cache_counted > 0 {
+            self.evict_front(state);
+        }
+    }
+
+    fn evict_front(&self, state: &mut LogState) {
+        let entry = state.tail_cache.pop_front().expect("an entry to evict");
+        if state.tail_cache_counted > 0 {
+            let len = entry.bytes.len();
+            state.tail_cache_counted -= 1;
+            state.tail_cache_counted_bytes -= len;
+            let resources = &self.shared.resources;
+            resources.tail_cache_bytes.set(resources.tail_cache_bytes.get() - len);
+        }
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to
+    /// `max_bytes` (at least one batch is returned so a consumer always makes
+    /// progress, as Kafka does) and below `upper_bound` (exclusive; the log
+    /// end when `None`). An offset outside [log start, log end] is
+    /// `OffsetOutOfRange`.
+    pub async fn read(&self, offset: i64, max_bytes: usize, upper_bound: Option<i64>) -> Result<LogRead> {
+        let mut out = self.read_frame(offset)?;
+        let bound = upper_bound.unwrap_or(i64::MAX).min(out.log_end_offset);
+        if offset >= bound {
+            return Ok(out);
+        }
+        if self.read_from_cache(offset, max_bytes, bound, &mut out) {
+            return Ok(out);
+        }
+        let mut segment_base = {
+            let state = self.shared.state.borrow();
+            match state.segments.range(..=offset).next_back() {
+                Some((base, _)) => *base,
+                None => return Ok(out),
+            }
+        };
+        // Walk segments until one yields data: the offset may sit at the
+        // very end of a segment.
+        loop {
+            if let Some(run) = self.read_from_segment(segment_base, offset, max_bytes, bound).await? {
+                out.records.push(run);
+                return Ok(out);
+            }
+            let state = self.shared.state.borrow();
+            match state.segments.range(segment_base + 1..).next() {
+                Some((base, _)) if *base < bound => segment_base = *base,
+                _ => {
+                    drop(state);
+                    // The data may have moved into the cache's range meanwhile.
+                    self.read_from_cache(offset, max_bytes, bound, &mut out);
+                    return Ok(out);
+                }
+            }
+        }
+    }
+
+    fn read_frame(&self, offset: i64) -> Result<LogRead> {
+        let state = self.shared.state.borrow();
+        if offset < state.log_start_offset || offset > state.next_offset {
+            return Err(EngineError::OffsetOutOfRange {
+                offset,
+                log_start_offset: state.log_start_offset,
+                log_end_offset: state.next_offset,
+            });
+        }
+        Ok(LogRead {
+            records: Vec::new(),
+            log_start_offset: state.log_start_offset,
+            log_end_offset: state.next_offset,
+            durable_offset: state.durable_offset,
+        })
+    }
+
+    /// Serves the read from the tail cache if the cache holds `offset`.
+    fn read_from_cache(&self, offset: i64, max_bytes: usize, bound: i64, out: &mut LogRead) -> bool {
+        let state = self.shared.state.borrow();
+        let Some(front) = state.tail_cache.front() else {
+            return false;
+        };
+        if offset < front.base_offset {
+            return false;
+        }
+        let first = state.tail_cache.partition_point(|b| b.last_offset < offset);
+        let mut total = 0;
+        for entry in state.tail_cache.range(first..) {
+            if entry.base_offset >= bound || (total > 0 && total + entry.bytes.len() > max_bytes) {
+                break;
+            }
+            total += entry.bytes.len();
+            out.records.push(entry.bytes.clone());
+        }
+        true
+    }
+
+    /// Reads from one segment's file, validating every returned batch's
+    /// CRC. `None` when the segment holds nothing at or after `offset` on
+    /// disk. A damaged batch ends the read after the good ones before it;
+    /// if it is the first wanted batch the error names file and position.
+    async fn read_from_segment(
+        &self,
+        segment_base: i64,
+        offset: i64,
+        max_bytes: usize,
+        bound: i64,
+    ) -> Result<Option<Bytes>> {
+        let (file, start, limit, interval) = {
+            let state = self.shared.state.borrow();
+            let Some(segment) = state.segments.get(&segment_base) else {
+                return Ok(None);
+            };
+            if offset >= segment.next_offset {
+                return Ok(None);
+            }
+            let relative = segment::relative(offset.max(segment_base), segment_base);
+            let start = segment.offset_index.lookup(relative).map(|e| u64::from(e.position)).unwrap_or(0);
+            // Unwritten bytes live in the tail cache; never read past them.
+            let cache_position = self.cached_position_in(&state, segment);
+            (
+                segment.file.clone(),
+                start,
+                cache_position.unwrap_or(segment.size_bytes),
+                state.config.index_interval_bytes,
+            )
+        };
+        if start >= limit {
+            return Ok(None);
+        }
+        let want = (max_bytes as u64 + u64::from(interval) + 64 * 1024).min(limit - start) as usize;
+        let mut window_start = start;
+        let mut data = file.read_at(window_start, want).await?;
+        let mut at = 0usize;
+        let mut first: Option<usize> = None;
+        let mut end = 0usize;
+        loop {
+            let position = window_start + at as u64;
+            if position >= limit {
+                break;
+            }
+            let header = match batch::parse_header(&data[at..], position as usize, (limit - position) as usize) {
+                HeaderParse::Complete(header) => header,
+                HeaderParse::Incomplete { needed: Some(needed) } if first.is_none() => {
+                    // A batch larger than the window and nothing taken yet:
+                    // re-read from this batch with room for all of it.
+                    window_start = position;
+                    data = file.read_at(window_start, needed.max(want)).await?;
+                    at = 0;
+                    if data.len() < needed {
+                        return Err(corrupt(&file, position, offset, "the file ends inside a batch"));
+                    }
+                    continue;
+                }
+                HeaderParse::Incomplete { .. } => break,
+                HeaderParse::Invalid(err) => {
+                    if first.is_some() {
+                        break;
+                    }
+                    return Err(corrupt(&file, position, offset, &err.to_string()));
+                }
+            };
+            let batch_end = at + header.size_bytes;
+            if header.last_offset() < offset {
+                at = batch_end;
+                continue;
+            }
+            if header.base_offset >= bound || first.is_some_and(|f| batch_end - f > max_bytes) {
+                break;
+            }
+            if let Err(err) = batch::check_crc(&data[at..batch_end], &header, position as usize) {
+                if first.is_some() {
+                    break;
+                }
+                return Err(corrupt(&file, position, header.base_offset, &err.to_string()));
+            }
+            first.get_or_insert(at);
+            end = batch_end;
+            at = batch_end;
+        }
+        Ok(first.map(|f| data.slice(f..end)))
+    }
+
+    /// File position of the first cached batch if it lies in `segment`.
+    fn cached_position_in(&self, state: &LogState, segment: &Segment) -> Option<u64> {
+        let front = state.tail_cache.front()?;
+        (front.segment_base == segment.base_offset).then_some(front.position)
+    }
+
+    /// Finds the first batch whose max timestamp is at or after `timestamp`
+    /// (ListOffsets by timestamp). `None` if no record is that new.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampMatch>> {
+        let start = {
+            let state = self.shared.state.borrow();
+            let Some(segment) = state.segments.values().find(|s| s.max_timestamp >= timestamp) else {
+                return Ok(None);
+            };
+            let relative = segment.time_index.lookup_before(timestamp).map(|e| e.relative_offset).unwrap_or(0);
+            (segment.base_offset + i64::from(relative)).max(state.log_start_offset)
+        };
+        let mut offset = start;
+        loop {
+            let read = match self.read(offset, 1 << 20, None).await {
+                Ok(read) => read,
+                Err(EngineError::OffsetOutOfRange { .. }) => return Ok(None),
+                Err(err) => return Err(err),
+            };
+            if read.records.is_empty() {
+                return Ok(None);
+            }
+            for run in &read.records {
+                let mut at = 0;
+                while at < run.len() {
+                    let HeaderParse::Complete(header) = batch::parse_header(&run[at..], at, run.len() - at) else {
+                        unreachable!("reads return whole batches");
+                    };
+                    if header.max_timestamp >= timestamp && header.last_offset() >= start {
+                        return Ok(Some(TimestampMatch {
+                            base_offset: header.base_offset,
+                            max_timestamp: header.max_timestamp,
+                            batch: run.slice(at..at + header.size_bytes),
+                        }));
+                    }
+                    offset = header.last_offset() + 1;
+                    at += header.size_bytes;
+                }
+            }
+        }
+    }
+
+    /// Deletes whole segments, oldest first, while the log is larger than
+    /// `retention.bytes` or the segment's newest record is older than
+    /// `retention.ms` at `now_ms`. The active segment is never deleted.
+    /// Returns the number of segments deleted; the log start offset moves to
+    /// the first remaining segment.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let doomed: Vec<Segment> = {
+            let mut state = self.shared.state.borrow_mut();
+            let mut total: u64 = state.segments.values().map(|s| s.size_bytes).sum();
+            let retention_bytes = state.config.retention_bytes_max;
+            let retention_ms = state.config.retention_age_max.map(|d| d.as_millis() as i64);
+            let mut doomed = Vec::new();
+            while state.segments.len() > 1 {
+                let oldest = state.segments.values().next().expect("segments");
+                let too_big = retention_bytes.is_some_and(|max| total - oldest.size_bytes >= max);
+                let too_old =
+                    retention_ms.is_some_and(|ms| oldest.max_timestamp >= 0 && oldest.max_timestamp < now_ms - ms);
+                if !(oldest.sealed && (too_big || too_old)) {
+                    break;
+                }
+                let (_, segment) = state.segments.pop_first().expect("segments");
+                total -= segment.size_bytes;
+                doomed.push(segment);
+            }
+            if !doomed.is_empty() {
+                let new_start = state.segments.values().next().expect("the active segment remains").base_offset;
+                state.log_start_offset = state.log_start_offset.max(new_start);
+                while state.tail_cache.front().is_some_and(|b| b.base_offset < new_start) {
+                    self.evict_front(&mut state);
+                }
+            }
+            doomed
+        };
+        for segment in &doomed {
+            tracing::info!(path = %segment.path().display(), base_offset = segment.base_offset, "retention deleted segment");
+            // The log file goes first: an index without its log is an orphan
+            // that recovery removes; a log without an index is rebuilt.
+            storage_file::remove_file(segment.path()).await?;
+            storage_file::remove_file(&segment::offset_index_path(&self.shared.dir, segment.base_offset)).await?;
+            storage_file::remove_file(&segment::time_index_path(&self.shared.dir, segment.base_offset)).await?;
+        }
+        if !doomed.is_empty() {
+            storage_file::sync_dir(&self.shared.dir).await?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Removes every batch at or after the one holding `offset` (Kafka's
+    /// truncateTo: the cut is at a batch boundary). Returns the new log end.
+    /// Appends wait while it runs.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64> {
+        {
+            let state = self.shared.state.borrow();
+            self.check_usable(&state)?;
+            if offset >= state.next_offset {
+                return Ok(state.next_offset);
+            }
+            if offset < state.log_start_offset {
+                return Err(EngineError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.next_offset,
+                });
+            }
+        }
+        self.shared
+            .changed
+            .wait_for(|| {
+                let mut s = self.shared.state.borrow_mut();
+                (!s.exclusive && !s.rolling).then(|| s.exclusive = true)
+            })
+            .await;
+        let result = self.truncate_exclusive(offset).await;
+        self.shared.state.borrow_mut().exclusive = false;
+        self.shared.changed.notify_all();
+        result
+    }
+
+    async fn truncate_exclusive(&self, offset: i64) -> Result<i64> {
+        self.flush().await?;
+        // Wait for seals queued by earlier rolls to finish too.
+        self.shared
+            .changed
+            .wait_for(|| {
+                let s = self.shared.state.borrow();
+                (s.seals.is_empty() && !s.flusher_busy || s.failed.is_some()).then_some(())
+            })
+            .await;
+        let (target_base, doomed) = {
+            let mut state = self.shared.state.borrow_mut();
+            let target_base = *state.segments.range(..=offset).next_back().expect("offset >= log start").0;
+            let doomed: Vec<Segment> = {
+                let later: Vec<i64> = state.segments.range(target_base + 1..).map(|(b, _)| *b).collect();
+                later.into_iter().filter_map(|b| state.segments.remove(&b)).collect()
+            };
+            if let Some(chunk) = state.filling.take() {
+                self.shared.resources.write_buffer.release(chunk.charged);
+            }
+            (target_base, doomed)
+        };
+        for segment in doomed.iter().rev() {
+            storage_file::remove_file(segment.path()).await?;
+            storage_file::remove_file(&segment::offset_index_path(&self.shared.dir, segment.base_offset)).await?;
+            storage_file::remove_file(&segment::time_index_path(&self.shared.dir, segment.base_offset)).await?;
+        }
+        // Find the cut: the start of the batch holding `offset`.
+        let cut = self.position_of_batch_holding(target_base, offset).await?;
+        let file = self.shared.state.borrow().segments[&target_base].file.clone();
+        file.truncate(cut).await?;
+        file.fdatasync().await?;
+        storage_file::remove_file(&segment::offset_index_path(&self.shared.dir, target_base)).await?;
+        storage_file::remove_file(&segment::time_index_path(&self.shared.dir, target_base)).await?;
+        storage_file::sync_dir(&self.shared.dir).await?;
+        let mut rebuilt = Segment::new_empty(target_base, file);
+        let interval = self.shared.state.borrow().config.index_interval_bytes;
+        let stop = segment::scan_segment(&mut rebuilt, cut, interval).await?;
+        assert_eq!(stop, ScanStop::End, "data before a truncation point was validated when written");
+        rebuilt.allocated_bytes = cut;
+        let new_end = rebuilt.next_offset;
+        {
+            let mut state = self.shared.state.borrow_mut();
+            state.segments.insert(target_base, rebuilt);
+            state.next_offset = new_end;
+            state.written_offset = new_end;
+            state.durable_offset = new_end;
+            while state.tail_cache.back().is_some_and(|b| b.base_offset >= new_end) {
+                let entry = state.tail_cache.pop_back().expect("an entry");
+                if state.tail_cache.len() < state.tail_cache_counted {
+                    let len = entry.bytes.len();
+                    state.tail_cache_counted -= 1;
+                    state.tail_cache_counted_bytes -= len;
+                    let resources = &self.shared.resources;
+                    resources.tail_cache_bytes.set(resources.tail_cache_bytes.get() - len);
+                }
+            }
+        }
+        self.load_partial_block().await?;
+        tracing::info!(dir = %self.shared.dir.display(), offset, new_end, "truncated log");
+        Ok(new_end)
+    }
+
+    async fn position_of_batch_holding(&self, base: i64, offset: i64) -> Result<u64> {
+        let (file, start, size) = {
+            let state = self.shared.state.borrow();
+            let segment = &state.segments[&base];
+            let relative = segment::relative(offset, base);
+            let start = segment.offset_index.lookup(relative).map(|e| u64::from(e.position)).unwrap_or(0);
+            (segment.file.clone(), start, segment.size_bytes)
+        };
+        let mut position = start;
+        while position < size {
+            let header_bytes = file.read_at(position, batch::HEADER_BYTES).await?;
+            let header = batch::peek_header(&header_bytes, position as usize, (size - position) as usize)
+                .map_err(|err| corrupt(&file, position, offset, &err.to_string()))?
+                .ok_or_else(|| corrupt(&file, position, offset, "the file ends inside a batch header"))?;
+            if header.last_offset() >= offset {
+                return Ok(position);
+            }
+            position += header.size_bytes as u64;
+        }
+        Ok(size)
+    }
+
+    /// After open or truncation: if the active segment ends inside a block,
+    /// load that block so the next write rewrites it whole.
+    async fn load_partial_block(&self) -> Result<()> {
+        let (file, base, size) = {
+            let state = self.shared.state.borrow();
+            let (base, segment) = state.segments.iter().next_back().expect("an active segment");
+            (segment.file.clone(), *base, segment.size_bytes)
+        };
+        let block_start = align_down(size);
+        let tail = (size - block_start) as usize;
+        if tail == 0 {
+            return Ok(());
+        }
+        let bytes = file.read_at(block_start, tail).await?;
+        if bytes.len() != tail {
+            return Err(corrupt(&file, block_start, -1, "segment shorter than its recovered size"));
+        }
+        let mut buf = glommio::allocate_dma_buffer(BLOCK_BYTES);
+        buf.as_bytes_mut()[..tail].copy_from_slice(&bytes);
+        let charged = self.shared.resources.write_buffer.acquire_now(BLOCK_BYTES);
+        self.shared.state.borrow_mut().filling =
+            Some(StagedChunk { segment_base: base, file, position: block_start, buf, filled: tail, charged });
+        Ok(())
+    }
+
+    /// Clean shutdown: writes and fsyncs everything, seals the active
+    /// segment and leaves a marker so the next open skips the recovery scan.
+    pub async fn close(&self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.shared.state.borrow_mut().closing = true;
+        self.shared.changed.notify_all();
+        self.shared.changed.wait_for(|| self.shared.state.borrow().flusher_done.then_some(())).await;
+        flushed?;
+        let (base, next_offset, size) = {
+            let state = self.shared.state.borrow();
+            if let Some(reason) = &state.failed {
+                return Err(EngineError::Failed { path: self.shared.dir.clone(), reason: reason.clone() });
+            }
+            let (base, segment) = state.segments.iter().next_back().expect("an active segment");
+            (*base, state.next_offset, segment.size_bytes)
+        };
+        self.seal(base).await?;
+        {
+            let mut state = self.shared.state.borrow_mut();
+            if let Some(chunk) = state.filling.take() {
+                self.shared.resources.write_buffer.release(chunk.charged);
+            }
+            while !state.tail_cache.is_empty() {
+                self.evict_front(&mut state);
+            }
+        }
+        let marker = encode_clean_shutdown(base, size, next_offset);
+        storage_file::write_file_atomically(&self.shared.dir.join(CLEAN_SHUTDOWN_FILE), marker).await
+    }
+}
+
+fn corrupt(file: &SegmentFile, position: u64, offset: i64, reason: &str) -> EngineError {
+    EngineError::Corrupt { path: file.path().to_path_buf(), position, offset, reason: reason.to_string() }
+}
+
+fn needs_roll(state: &LogState, incoming_bytes: u64, incoming_records: i64) -> bool {
+    let active = state.segments.values().next_back().expect("an active segment");
+    if active.is_empty() {
+        return false;
+    }
+    let too_big = active.size_bytes + incoming_bytes > state.config.segment_bytes_max;
+    let offsets_overflow = state.next_offset + incoming_records - active.base_offset > i64::from(u32::MAX);
+    let too_old = match (state.config.segment_age_max, active.roll_timestamp) {
+        (Some(max), Some(first)) => now_ms() - first > max.as_millis() as i64,
+        _ => false,
+    };
+    too_big || offsets_overflow || too_old
+}
+
+fn fsync_due(state: &LogState) -> bool {
+    if state.unsynced.is_empty() || state.written_offset <= state.durable_offset {
+        return false;
+    }
+    if state.flush_requested {
+        return true;
+    }
+    match state.config.flush_policy {
+        FlushPolicy::Always => true,
+        FlushPolicy::Interval { messages, interval } => {
+            messages.is_some_and(|n| state.unflushed_messages >= n)
+                || interval.is_some_and(|i| state.oldest_unflushed.is_some_and(|t| t.elapsed() >= i))
+        }
+    }
+}
+
+async fn write_indexes(dir: &Path, base: i64, offset_index: &OffsetIndex, time_index: &TimeIndex) -> Result<()> {
+    storage_file::write_file_atomically(&segment::offset_index_path(dir, base), offset_index.encode(base)).await?;
+    storage_file::write_file_atomically(&segment::time_index_path(dir, base), time_index.encode(base)).await
+}
+
+/// Marker layout: magic "SXCS", version u16, reserved u16, active segment
+/// base offset i64, active segment size u64, next offset i64, CRC32C u32 of
+/// the preceding bytes. All big-endian.
+pub(crate) fn encode_clean_shutdown(active_base: i64, active_size: u64, next_offset: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(36);
+    out.extend_from_slice(&CLEAN_SHUTDOWN_MAGIC);
+    out.extend_from_slice(&CLEAN_SHUTDOWN_VERSION.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&active_base.to_be_bytes());
+    out.extend_from_slice(&active_size.to_be_bytes());
+    out.extend_from_slice(&next_offset.to_be_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The clean-shutdown marker's contents, if it is intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CleanShutdown {
+    pub(crate) active_base: i64,
+    pub(crate) active_size: u64,
+    pub(crate) next_offset: i64,
+}
+
+pub(crate) fn decode_clean_shutdown(bytes: &[u8]) -> Option<CleanShutdown> {
+    if bytes.len() != 36 || bytes[0..4] != CLEAN_SHUTDOWN_MAGIC {
+        return None;
+    }
+    if u16::from_be_bytes(bytes[4..6].try_into().ok()?) != CLEAN_SHUTDOWN_VERSION {
+        return None;
+    }
+    if crc32c::crc32c(&bytes[..32]) != u32::from_be_bytes(bytes[32..36].try_into().ok()?) {
+        return None;
+    }
+    Some(CleanShutdown {
+        active_base: i64::from_be_bytes(bytes[8..16].try_into().ok()?),
+        active_size: u64::from_be_bytes(bytes[16..24].try_into().ok()?),
+        next_offset: i64::from_be_bytes(bytes[24..32].try_into().ok()?),
+    })
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the engine's integration tests: a glommio executor per
+//! test, small limits, and batch builders.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::rc::Rc;
+
+use engine::{LogConfig, ShardLimits, ShardResources};
+
+/// Runs `f` on a fresh glommio executor, as a shard would.
+pub fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    engine::memlock::ensure_memlock(4 << 20).expect("locked memory for glommio");
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .spawn(f)
+        .expect("executor starts")
+        .join()
+        .expect("test body does not panic");
+}
+
+pub fn shard() -> Rc<ShardResources> {
+    ShardResources::new(ShardLimits {
+        write_buffer_bytes_max: 8 << 20,
+        tail_cache_bytes_max: 1 << 20,
+        writes_in_flight_max: 4,
+        write_chunk_bytes_max: 256 << 10,
+    })
+    .unwrap()
+}
+
+pub fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 64 << 10,
+        index_interval_bytes: 1024,
+        preallocate_bytes: 32 << 10,
+        segment_age_max: None,
+        retention_age_max: None,
+        ..LogConfig::default()
+    }
+}
+
+/// A batch of `records` records whose payload encodes `tag`, so tests can
+/// tell batches apart when they read them back.
+pub fn batch(records: i32, timestamp: i64, tag: u64, payload_bytes: usize) -> bytes::Bytes {
+    let mut payload = vec![(tag % 251) as u8; payload_bytes.max(8)];
+    payload[..8].copy_from_slice(&tag.to_be_bytes());
+    engine::batch::build_test_batch(records, timestamp, &payload).into()
+}
+
+/// The tags of the batches a read returned, in order.
+pub fn tags(read: &engine::LogRead) -> Vec<u64> {
+    let mut out = Vec::new();
+    for run in &read.records {
+        let mut at = 0;
+        while at < run.len() {
+            let size = i32::from_be_bytes(run[at + 8..at + 12].try_into().unwrap()) as usize + 12;
+            out.push(u64::from_be_bytes(run[at + 61..at + 69].try_into().unwrap()));
+            at += size;
+        }
+    }
+    out
+}
