@@ -52,5 +52,5 @@ pub const BLOCK_BYTES: usize = 4096;
 pub use budget::ShardResources;
 pub use config::{FlushPolicy, LogConfig, ShardLimits};
 pub use error::{BatchError, EngineError, Result};
-pub use partition_log::{AppendInfo, LogRead, PartitionLog, SegmentInfo, TimestampMatch};
+pub use partition_log::{AppendInfo, LogRead, LogStats, PartitionLog, SegmentInfo, TimestampMatch};
 pub use storage_file::{probe_io_mode, IoMode};

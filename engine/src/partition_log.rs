@@ -95,6 +95,20 @@ pub struct TimestampMatch {
     pub batch: Bytes,
 }
 
+/// Counters of the I/O a log has done since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Write operations issued (each up to `write_chunk_bytes_max`).
+    pub writes: u64,
+    /// Bytes written, including rewrites of partial blocks and padding.
+    pub bytes_written: u64,
+    /// fdatasync calls covering appended data.
+    pub fsyncs: u64,
+    /// Reads served from the tail cache and from disk.
+    pub cache_reads: u64,
+    pub disk_reads: u64,
+}
+
 /// A summary of one segment, for tests and for DescribeLogDirs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
@@ -159,6 +173,7 @@ struct LogState {
     /// counted in the shard's tail-cache bytes.
     tail_cache_counted: usize,
     tail_cache_counted_bytes: usize,
+    stats: LogStats,
     failed: Option<String>,
     rolling: bool,
     /// Set while a truncation runs; appends wait.
@@ -225,6 +240,7 @@ impl PartitionLog {
             tail_cache: VecDeque::new(),
             tail_cache_counted: 0,
             tail_cache_counted_bytes: 0,
+            stats: LogStats::default(),
             failed: None,
             rolling: false,
             exclusive: false,
@@ -282,6 +298,10 @@ impl PartitionLog {
                 sealed: s.sealed,
             })
             .collect()
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.shared.state.borrow().stats
     }
 
     pub fn config(&self) -> LogConfig {
@@ -589,6 +609,8 @@ impl PartitionLog {
         let (chunks, seals, round_end) = self.take_staged();
         self.preallocate(&chunks).await?;
         let resources = &self.shared.resources;
+        let write_count = chunks.len() as u64;
+        let write_bytes: u64 = chunks.iter().map(|c| align_up(c.filled) as u64).sum();
         let writes = chunks.into_iter().map(|chunk| async move {
             let _slot = resources.write_slots.acquire_permit(1).await.expect("write slots are never closed");
             let mut chunk = chunk;
@@ -600,6 +622,11 @@ impl PartitionLog {
             result.map(|()| chunk.file)
         });
         let results = futures::future::join_all(writes).await;
+        {
+            let mut state = self.shared.state.borrow_mut();
+            state.stats.writes += write_count;
+            state.stats.bytes_written += write_bytes;
+        }
         let mut written_files = Vec::new();
         for result in results {
             written_files.push(result?);
@@ -701,6 +728,7 @@ impl PartitionLog {
             file.fdatasync().await?;
         }
         let mut state = self.shared.state.borrow_mut();
+        state.stats.fsyncs += files.len() as u64;
         state.durable_offset = state.durable_offset.max(covered);
         Ok(())
     }
@@ -767,8 +795,10 @@ impl PartitionLog {
             return Ok(out);
         }
         if self.read_from_cache(offset, max_bytes, bound, &mut out) {
+            self.shared.state.borrow_mut().stats.cache_reads += 1;
             return Ok(out);
         }
+        self.shared.state.borrow_mut().stats.disk_reads += 1;
         let mut segment_base = {
             let state = self.shared.state.borrow();
             match state.segments.range(..=offset).next_back() {
