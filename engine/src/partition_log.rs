@@ -794,7 +794,7 @@ impl PartitionLog {
         if offset >= bound {
             return Ok(out);
         }
-        if self.read_from_cache(offset, max_bytes, bound, &mut out) {
+        if self.read_from_cache(offset, max_bytes, bound, &mut out, 0) {
             self.shared.state.borrow_mut().stats.cache_reads += 1;
             return Ok(out);
         }
@@ -809,8 +809,12 @@ impl PartitionLog {
         // Walk segments until one yields data: the offset may sit at the
         // very end of a segment.
         loop {
-            if let Some(run) = self.read_from_segment(segment_base, offset, max_bytes, bound).await? {
+            if let Some((run, next_offset)) = self.read_from_segment(segment_base, offset, max_bytes, bound).await? {
+                let taken = run.len();
                 out.records.push(run);
+                // Unwritten batches right after the disk data are in the
+                // cache: continue there while the byte limit allows.
+                self.read_from_cache(next_offset, max_bytes, bound, &mut out, taken);
                 return Ok(out);
             }
             let state = self.shared.state.borrow();
@@ -819,7 +823,7 @@ impl PartitionLog {
                 _ => {
                     drop(state);
                     // The data may have moved into the cache's range meanwhile.
-                    self.read_from_cache(offset, max_bytes, bound, &mut out);
+                    self.read_from_cache(offset, max_bytes, bound, &mut out, 0);
                     return Ok(out);
                 }
             }
@@ -844,7 +848,9 @@ impl PartitionLog {
     }
 
     /// Serves the read from the tail cache if the cache holds `offset`.
-    fn read_from_cache(&self, offset: i64, max_bytes: usize, bound: i64, out: &mut LogRead) -> bool {
+    /// `taken` bytes are already in `out`; with none, the first batch is
+    /// returned whatever its size.
+    fn read_from_cache(&self, offset: i64, max_bytes: usize, bound: i64, out: &mut LogRead, taken: usize) -> bool {
         let state = self.shared.state.borrow();
         let Some(front) = state.tail_cache.front() else {
             return false;
@@ -853,7 +859,7 @@ impl PartitionLog {
             return false;
         }
         let first = state.tail_cache.partition_point(|b| b.last_offset < offset);
-        let mut total = 0;
+        let mut total = taken;
         for entry in state.tail_cache.range(first..) {
             if entry.base_offset >= bound || (total > 0 && total + entry.bytes.len() > max_bytes) {
                 break;
@@ -874,7 +880,7 @@ impl PartitionLog {
         offset: i64,
         max_bytes: usize,
         bound: i64,
-    ) -> Result<Option<Bytes>> {
+    ) -> Result<Option<(Bytes, i64)>> {
         let (file, start, limit, interval) = {
             let state = self.shared.state.borrow();
             let Some(segment) = state.segments.get(&segment_base) else {
@@ -903,6 +909,7 @@ impl PartitionLog {
         let mut at = 0usize;
         let mut first: Option<usize> = None;
         let mut end = 0usize;
+        let mut next_offset = offset;
         loop {
             let position = window_start + at as u64;
             if position >= limit {
@@ -946,8 +953,9 @@ impl PartitionLog {
             first.get_or_insert(at);
             end = batch_end;
             at = batch_end;
+            next_offset = header.last_offset() + 1;
         }
-        Ok(first.map(|f| data.slice(f..end)))
+        Ok(first.map(|f| (data.slice(f..end), next_offset)))
     }
 
     /// File position of the first cached batch if it lies in `segment`.

@@ -65,3 +65,18 @@ pub fn tags(read: &engine::LogRead) -> Vec<u64> {
     }
     out
 }
+
+/// Reads the whole log, from its start offset to its end, and returns the
+/// tags in order. Each read returns at most one segment's worth.
+pub async fn read_all_tags(log: &engine::PartitionLog) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, 1 << 20, None).await.unwrap();
+        let headers = read.batch_headers();
+        assert!(!headers.is_empty(), "a read at {offset} below the end returned nothing");
+        offset = headers.last().unwrap().last_offset() + 1;
+        out.extend(tags(&read));
+    }
+    out
+}
