@@ -11,7 +11,10 @@ use crate::notify::Notify;
 
 /// A counted budget of bytes that tasks wait on. Waiting is first come,
 /// first served only loosely (all waiters re-check on each release), which
-/// is enough here: appends of one shard are short and similar.
+/// is enough here: appends of one shard are short and similar. Charges are
+/// the real sizes of the DMA buffers allocated, so `in_use` is the memory
+/// held; it may pass the capacity by at most one write chunk (the buffer
+/// an append allocates after finding room) plus one block per log.
 pub(crate) struct Budget {
     capacity: usize,
     in_use: Cell<usize>,
@@ -23,22 +26,22 @@ impl Budget {
         Budget { capacity, in_use: Cell::new(0), released: Notify::default() }
     }
 
-    /// Waits until `bytes` fit (a request larger than the whole budget waits
-    /// for an empty budget, then takes it all), and returns the amount taken.
-    pub(crate) async fn acquire(&self, bytes: usize) -> usize {
-        let bytes = bytes.min(self.capacity);
-        self.released
-            .wait_for(|| {
-                let in_use = self.in_use.get();
-                (in_use + bytes <= self.capacity).then(|| self.in_use.set(in_use + bytes))
-            })
-            .await;
-        bytes
+    /// Whether `bytes` more would fit now. A request larger than the whole
+    /// budget fits only an empty budget.
+    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+        self.in_use.get() + bytes.min(self.capacity) <= self.capacity
     }
 
-    /// Takes `bytes` without waiting, even past the capacity. Only for the
-    /// flusher's carry-over of a partial block, which must never wait on
-    /// memory that only the flusher itself can free.
+    /// Waits until [`Budget::has_room`] holds for `bytes`. It takes nothing:
+    /// the caller charges what it allocates, without awaiting in between.
+    pub(crate) async fn wait_for_room(&self, bytes: usize) {
+        self.released.wait_for(|| self.has_room(bytes).then_some(())).await
+    }
+
+    /// Takes `bytes` without waiting, even past the capacity. Appends call
+    /// it after [`Budget::wait_for_room`]; the flusher calls it for the
+    /// carried partial block, which must never wait on memory that only the
+    /// flusher itself can free.
     pub(crate) fn acquire_now(&self, bytes: usize) -> usize {
         self.in_use.set(self.in_use.get() + bytes);
         bytes

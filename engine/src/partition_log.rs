@@ -339,12 +339,7 @@ impl PartitionLog {
     /// [`PartitionLog::wait_durable`] to wait for fdatasync.
     pub async fn append(&self, records: Bytes) -> Result<AppendInfo> {
         let headers = self.validate_record_set(&records)?;
-        let charged = self.shared.resources.write_buffer.acquire(records.len()).await;
-        let result = self.append_validated(records, &headers, charged).await;
-        if result.is_err() {
-            self.shared.resources.write_buffer.release(charged);
-        }
-        result
+        self.append_validated(records, &headers).await
     }
 
     fn validate_record_set(&self, records: &Bytes) -> Result<Vec<BatchHeader>> {
@@ -365,14 +360,21 @@ impl PartitionLog {
         Ok(headers)
     }
 
-    async fn append_validated(&self, records: Bytes, headers: &[BatchHeader], charged: usize) -> Result<AppendInfo> {
+    async fn append_validated(&self, records: Bytes, headers: &[BatchHeader]) -> Result<AppendInfo> {
         let records_total: i64 = headers.iter().map(|h| i64::from(h.last_offset_delta) + 1).sum();
+        let budget = &self.shared.resources.write_buffer;
+        // Every check and the staging itself happen without an await in
+        // between, so what was checked still holds when the batch is staged.
         loop {
             let roll_needed = {
                 let state = self.shared.state.borrow();
                 self.check_usable(&state)?;
                 if state.rolling || state.exclusive {
                     None
+                } else if !budget.has_room(records.len()) {
+                    drop(state);
+                    budget.wait_for_room(records.len()).await;
+                    continue;
                 } else {
                     Some(needs_roll(&state, records.len() as u64, records_total))
                 }
@@ -391,14 +393,14 @@ impl PartitionLog {
                 Some(false) => break,
             }
         }
-        let info = self.stage(records, headers, charged);
+        let info = self.stage(records, headers);
         self.shared.changed.notify_all();
         Ok(info)
     }
 
     /// Copies a validated record set into the write buffer. Synchronous: no
     /// other task can interleave between offset assignment and staging.
-    fn stage(&self, records: Bytes, headers: &[BatchHeader], charged: usize) -> AppendInfo {
+    fn stage(&self, records: Bytes, headers: &[BatchHeader]) -> AppendInfo {
         let mut state = self.shared.state.borrow_mut();
         let state = &mut *state;
         let leader_epoch = state.leader_epoch;
@@ -413,7 +415,7 @@ impl PartitionLog {
             at += header.size_bytes;
         }
         let records = owned.freeze();
-        let mut charge_left = charged;
+        let budget = &self.shared.resources.write_buffer;
         let chunk_max = self.shared.resources.limits.write_chunk_bytes_max;
         let index_interval = state.config.index_interval_bytes;
         let (active_base, active) = state.segments.iter_mut().next_back().expect("a log always has an active segment");
@@ -443,7 +445,7 @@ impl PartitionLog {
                         position,
                         buf: glommio::allocate_dma_buffer(capacity),
                         filled: 0,
-                        charged: 0,
+                        charged: budget.acquire_now(capacity),
                     };
                     if let Some(full) = state.filling.replace(chunk) {
                         state.staged.push_back(full);
@@ -453,9 +455,6 @@ impl PartitionLog {
                 let n = chunk.space().min(src.len());
                 chunk.buf.as_bytes_mut()[chunk.filled..chunk.filled + n].copy_from_slice(&src[..n]);
                 chunk.filled += n;
-                let charge = charge_left.min(n);
-                chunk.charged += charge;
-                charge_left -= charge;
                 src = &src[n..];
             }
             let position = active.size_bytes;
@@ -471,11 +470,6 @@ impl PartitionLog {
                 bytes,
             });
             at += header.size_bytes;
-        }
-        if charge_left > 0 {
-            // Only when the record set was larger than the whole budget
-            // (clamped); attribute the rest to the filling chunk.
-            state.filling.as_mut().expect("a chunk was filled").charged += charge_left;
         }
         state.unflushed_messages += (next - base_offset) as u64;
         state.oldest_unflushed.get_or_insert_with(Instant::now);

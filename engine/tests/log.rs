@@ -260,8 +260,9 @@ fn interval_policy_fsyncs_after_flush_ms() {
 #[test]
 fn a_full_write_budget_makes_appends_wait_not_grow() {
     // Proves backpressure: with a small write budget shared by two logs,
-    // in-use DMA memory never exceeds the budget (plus one carried block per
-    // log), and every append still completes.
+    // in-use DMA memory never exceeds the budget plus one write chunk (the
+    // buffer an append may allocate after finding room) and one carried
+    // block per log, and every append still completes.
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     run(move || async move {
@@ -271,7 +272,7 @@ fn a_full_write_budget_makes_appends_wait_not_grow() {
             writes_in_flight_max: 2,
             write_chunk_bytes_max: 64 << 10,
         };
-        let budget = limits.write_buffer_bytes_max + 2 * engine::BLOCK_BYTES;
+        let budget = limits.write_buffer_bytes_max + limits.write_chunk_bytes_max + 2 * engine::BLOCK_BYTES;
         let cache_budget = limits.tail_cache_bytes_max;
         let shard = ShardResources::new(limits).unwrap();
         let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };

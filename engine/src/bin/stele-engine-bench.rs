@@ -1,0 +1,506 @@
+//! `stele-engine-bench`: append throughput and memory of the storage engine
+//! on one shard (one glommio executor).
+//!
+//! Runs eight workloads, each on fresh partition logs in its own
+//! subdirectory of `--dir` (deleted afterwards):
+//! 1 KiB records in 64 KiB and 1 MiB batches, on 1 and 64 partitions, with
+//! an fdatasync per flush group (`FlushPolicy::Always`, every appender waits
+//! for durability of its batch as `acks=all` would) and without
+//! (`FlushPolicy::Interval` with no trigger, one `flush()` per log at the end
+//! inside the timed run).
+//!
+//! Appender tasks keep appends pipelined: `append()` returns once the batch
+//! is in the write buffer, and backpressure comes from the shard's
+//! write-buffer budget. Each workload reports MB/s (1 MB = 10^6 bytes of
+//! appended batches), appends/s, records/s, fsyncs/s, the average write size,
+//! the process's peak RSS and the peak use of the shard's two memory budgets.
+//!
+//! `scripts/bench-engine.sh` runs this next to fio on the same directory.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use engine::{FlushPolicy, IoMode, LogConfig, PartitionLog, ShardLimits, ShardResources};
+
+const USAGE: &str = "usage: stele-engine-bench --dir PATH [--seconds N] [--json] [--only NAME[,NAME...]] \
+                     [--in-flight-mib N]
+
+  --dir PATH          existing directory on the filesystem to measure (ext4/xfs: O_DIRECT)
+  --seconds N         seconds per workload (default 10)
+  --json              print one JSON document on stdout (progress lines go to stderr)
+  --only NAMES        run only the workloads whose name contains one of these (comma separated)
+  --in-flight-mib N   appended bytes each workload keeps in flight across its appender tasks
+                      (default 32; at least 2 tasks per partition)";
+
+const RECORD_BYTES: usize = 1024;
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+
+struct Args {
+    dir: PathBuf,
+    seconds: f64,
+    json: bool,
+    only: Vec<String>,
+    in_flight_bytes: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut dir = None;
+    let mut seconds = 10.0;
+    let mut json = false;
+    let mut only = Vec::new();
+    let mut in_flight_bytes = 32 << 20;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--dir" => dir = Some(PathBuf::from(value("--dir")?)),
+            "--seconds" => {
+                let v = value("--seconds")?;
+                seconds = v.parse::<f64>().map_err(|e| format!("--seconds {v}: {e}"))?;
+                if !(seconds > 0.0 && seconds.is_finite()) {
+                    return Err(format!("--seconds {v}: must be positive"));
+                }
+            }
+            "--json" => json = true,
+            "--only" => only = value("--only")?.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+            "--in-flight-mib" => {
+                let v = value("--in-flight-mib")?;
+                let mib = v.parse::<usize>().map_err(|e| format!("--in-flight-mib {v}: {e}"))?;
+                in_flight_bytes = mib << 20;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let dir = dir.ok_or_else(|| format!("--dir is required\n{USAGE}"))?;
+    if !dir.is_dir() {
+        return Err(format!("--dir {}: not an existing directory", dir.display()));
+    }
+    Ok(Args { dir, seconds, json, only, in_flight_bytes })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Workload {
+    partitions: usize,
+    batch_bytes: usize,
+    fsync: bool,
+}
+
+impl Workload {
+    fn name(&self) -> String {
+        let batch = if self.batch_bytes >= 1 << 20 {
+            format!("{}m", self.batch_bytes >> 20)
+        } else {
+            format!("{}k", self.batch_bytes >> 10)
+        };
+        format!("p{}-b{}-{}", self.partitions, batch, if self.fsync { "fsync" } else { "nofsync" })
+    }
+
+    fn records_per_batch(&self) -> usize {
+        self.batch_bytes / RECORD_BYTES
+    }
+}
+
+fn workloads() -> Vec<Workload> {
+    let mut out = Vec::new();
+    for fsync in [false, true] {
+        for partitions in [1, 64] {
+            for batch_bytes in [64 << 10, 1 << 20] {
+                out.push(Workload { partitions, batch_bytes, fsync });
+            }
+        }
+    }
+    out
+}
+
+/// What one workload measured.
+#[derive(Debug, Clone)]
+struct Outcome {
+    name: String,
+    partitions: usize,
+    batch_bytes: usize,
+    records_per_batch: usize,
+    fsync: bool,
+    tasks: usize,
+    io_mode: IoMode,
+    seconds: f64,
+    bytes_appended: u64,
+    appends: u64,
+    records: u64,
+    fsyncs: u64,
+    writes: u64,
+    bytes_written: u64,
+    rss_start_bytes: u64,
+    rss_max_bytes: u64,
+    /// VmHWM at the end; per workload when `hwm_reset` (the peak was reset
+    /// through /proc/self/clear_refs at its start), else the process peak.
+    hwm_bytes: u64,
+    hwm_reset: bool,
+    write_buffer_max: usize,
+    tail_cache_max: usize,
+    write_buffer_budget: usize,
+    tail_cache_budget: usize,
+}
+
+impl Outcome {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes_appended as f64 / self.seconds / 1e6
+    }
+    fn per_s(&self, n: u64) -> f64 {
+        n as f64 / self.seconds
+    }
+    fn avg_write_bytes(&self) -> f64 {
+        if self.writes == 0 {
+            0.0
+        } else {
+            self.bytes_written as f64 / self.writes as f64
+        }
+    }
+}
+
+/// Peaks seen during a workload.
+#[derive(Default)]
+struct Peaks {
+    write_buffer: Cell<usize>,
+    tail_cache: Cell<usize>,
+    rss: Cell<u64>,
+}
+
+impl Peaks {
+    fn note_budgets(&self, shard: &ShardResources) {
+        self.write_buffer.set(self.write_buffer.get().max(shard.write_buffer_bytes()));
+        self.tail_cache.set(self.tail_cache.get().max(shard.tail_cache_bytes()));
+    }
+    fn note_rss(&self) {
+        if let Some(rss) = proc_status_bytes("VmRSS") {
+            self.rss.set(self.rss.get().max(rss));
+        }
+    }
+}
+
+/// A field of /proc/self/status given in kB, in bytes.
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets VmHWM to the current RSS (Linux >= 4.0), so that the peak is per
+/// workload. Returns whether that worked.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", b"5").is_ok()
+}
+
+/// Hands freed heap memory back to the kernel so that one workload's RSS
+/// does not carry into the next one's figures.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and may be called at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn err(context: &str) -> impl Fn(engine::EngineError) -> String + '_ {
+    move |e| format!("{context}: {e}")
+}
+
+async fn run_workload(args: &Args, w: Workload) -> Result<Outcome, String> {
+    let name = w.name();
+    let dir = args.dir.join(&name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let result = measure(args, w, &dir).await;
+    let removed = std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()));
+    let outcome = result?;
+    removed?;
+    Ok(outcome)
+}
+
+async fn measure(args: &Args, w: Workload, dir: &Path) -> Result<Outcome, String> {
+    trim_heap();
+    let limits = ShardLimits::default();
+    let shard = ShardResources::new(limits.clone()).map_err(err("shard limits"))?;
+    let config = LogConfig {
+        segment_bytes_max: 1 << 30,
+        preallocate_bytes: 64 << 20,
+        flush_policy: if w.fsync {
+            FlushPolicy::Always
+        } else {
+            FlushPolicy::Interval { messages: None, interval: None }
+        },
+        ..LogConfig::default()
+    };
+    let mut logs = Vec::with_capacity(w.partitions);
+    for p in 0..w.partitions {
+        let path = dir.join(format!("bench-{p}"));
+        logs.push(PartitionLog::open(&path, config.clone(), shard.clone()).await.map_err(err("opening a log"))?);
+    }
+    let io_mode = logs[0].io_mode();
+
+    let records = w.records_per_batch();
+    let payload: Vec<u8> = (0..w.batch_bytes - engine::batch::HEADER_BYTES).map(|i| (i % 251) as u8).collect();
+    let batch: Bytes = engine::batch::build_test_batch(records as i32, now_ms(), &payload).into();
+    assert_eq!(batch.len(), w.batch_bytes);
+
+    let tasks_per_log = (args.in_flight_bytes / (w.partitions * w.batch_bytes)).max(2);
+    let peaks = Rc::new(Peaks::default());
+    let hwm_reset = reset_peak_rss();
+    let rss_start = proc_status_bytes("VmRSS").unwrap_or(0);
+    peaks.rss.set(rss_start);
+
+    let sampling = Rc::new(Cell::new(true));
+    let sampler = {
+        let (peaks, shard, sampling) = (peaks.clone(), shard.clone(), sampling.clone());
+        glommio::spawn_local(async move {
+            while sampling.get() {
+                peaks.note_budgets(&shard);
+                peaks.note_rss();
+                glommio::timer::sleep(SAMPLE_EVERY).await;
+            }
+        })
+    };
+
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.seconds);
+    let mut appenders = Vec::with_capacity(w.partitions * tasks_per_log);
+    for log in &logs {
+        for _ in 0..tasks_per_log {
+            let (log, batch, peaks, shard) = (log.clone(), batch.clone(), peaks.clone(), shard.clone());
+            appenders.push(glommio::spawn_local(async move {
+                let mut appends = 0u64;
+                while Instant::now() < deadline {
+                    let info = log.append(batch.clone()).await.map_err(err("append"))?;
+                    appends += 1;
+                    peaks.note_budgets(&shard);
+                    if w.fsync {
+                        log.wait_durable(info.last_offset + 1).await.map_err(err("wait_durable"))?;
+                    } else {
+                        // As a broker's request handlers would: let the
+                        // flushers and the other appenders run.
+                        futures_lite::future::yield_now().await;
+                    }
+                }
+                Ok::<u64, String>(appends)
+            }));
+        }
+    }
+    let mut appends = 0u64;
+    for appender in futures::future::join_all(appenders).await {
+        appends += appender?;
+    }
+    for flushed in futures::future::join_all(logs.iter().map(|log| log.flush())).await {
+        flushed.map_err(err("flush"))?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    sampling.set(false);
+    sampler.await;
+    peaks.note_budgets(&shard);
+    peaks.note_rss();
+    let hwm = proc_status_bytes("VmHWM").unwrap_or(0);
+
+    let mut outcome = Outcome {
+        name: w.name(),
+        partitions: w.partitions,
+        batch_bytes: w.batch_bytes,
+        records_per_batch: records,
+        fsync: w.fsync,
+        tasks: w.partitions * tasks_per_log,
+        io_mode,
+        seconds,
+        bytes_appended: appends * w.batch_bytes as u64,
+        appends,
+        records: appends * records as u64,
+        fsyncs: 0,
+        writes: 0,
+        bytes_written: 0,
+        rss_start_bytes: rss_start,
+        rss_max_bytes: peaks.rss.get(),
+        hwm_bytes: hwm,
+        hwm_reset,
+        write_buffer_max: peaks.write_buffer.get(),
+        tail_cache_max: peaks.tail_cache.get(),
+        write_buffer_budget: limits.write_buffer_bytes_max,
+        tail_cache_budget: limits.tail_cache_bytes_max,
+    };
+    for log in &logs {
+        let stats = log.stats();
+        outcome.fsyncs += stats.fsyncs;
+        outcome.writes += stats.writes;
+        outcome.bytes_written += stats.bytes_written;
+    }
+    // Every appended record got an offset exactly once.
+    let total_end: i64 = logs.iter().map(|l| l.log_end_offset()).sum();
+    if total_end != outcome.records as i64 {
+        return Err(format!("log end offsets sum to {total_end}, expected {} records", outcome.records));
+    }
+    for closed in futures::future::join_all(logs.iter().map(|log| log.close())).await {
+        closed.map_err(err("close"))?;
+    }
+    Ok(outcome)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+fn header() -> String {
+    format!(
+        "{:<18} {:>9} {:>10} {:>11} {:>9} {:>10} {:>10} {:>10} {:>14} {:>14}",
+        "workload",
+        "MB/s",
+        "appends/s",
+        "records/s",
+        "fsyncs/s",
+        "avg_write",
+        "rss_max",
+        "VmHWM",
+        "wbuf_max/MiB",
+        "tcache_max/MiB"
+    )
+}
+
+fn line(o: &Outcome) -> String {
+    format!(
+        "{:<18} {:>9.1} {:>10.0} {:>11.0} {:>9.1} {:>9.0}K {:>9.0}M {:>9.0}M {:>8.1}/{:<5.0} {:>8.1}/{:<5.0}",
+        o.name,
+        o.mb_per_s(),
+        o.per_s(o.appends),
+        o.per_s(o.records),
+        o.per_s(o.fsyncs),
+        o.avg_write_bytes() / 1024.0,
+        mib(o.rss_max_bytes),
+        mib(o.hwm_bytes),
+        mib(o.write_buffer_max as u64),
+        mib(o.write_buffer_budget as u64),
+        mib(o.tail_cache_max as u64),
+        mib(o.tail_cache_budget as u64),
+    )
+}
+
+fn json(o: &Outcome) -> String {
+    format!(
+        concat!(
+            "{{\"name\":\"{}\",\"partitions\":{},\"batch_bytes\":{},\"records_per_batch\":{},\"fsync\":{},",
+            "\"tasks\":{},\"io_mode\":\"{:?}\",\"seconds\":{:.3},\"bytes_appended\":{},\"appends\":{},",
+            "\"records\":{},\"fsyncs\":{},\"writes\":{},\"bytes_written\":{},\"mb_per_s\":{:.2},",
+            "\"appends_per_s\":{:.1},\"records_per_s\":{:.1},\"fsyncs_per_s\":{:.2},\"avg_write_bytes\":{:.0},",
+            "\"rss_start_bytes\":{},\"rss_max_bytes\":{},\"vm_hwm_bytes\":{},\"vm_hwm_per_workload\":{},",
+            "\"write_buffer_max_bytes\":{},\"write_buffer_budget_bytes\":{},",
+            "\"tail_cache_max_bytes\":{},\"tail_cache_budget_bytes\":{}}}"
+        ),
+        o.name,
+        o.partitions,
+        o.batch_bytes,
+        o.records_per_batch,
+        o.fsync,
+        o.tasks,
+        o.io_mode,
+        o.seconds,
+        o.bytes_appended,
+        o.appends,
+        o.records,
+        o.fsyncs,
+        o.writes,
+        o.bytes_written,
+        o.mb_per_s(),
+        o.per_s(o.appends),
+        o.per_s(o.records),
+        o.per_s(o.fsyncs),
+        o.avg_write_bytes(),
+        o.rss_start_bytes,
+        o.rss_max_bytes,
+        o.hwm_bytes,
+        o.hwm_reset,
+        o.write_buffer_max,
+        o.write_buffer_budget,
+        o.tail_cache_max,
+        o.tail_cache_budget,
+    )
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args) {
+        eprintln!("stele-engine-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    // glommio locks memory for its rings and registered buffers; keep both
+    // small (the hard RLIMIT_MEMLOCK may be as low as 8 MiB).
+    engine::memlock::ensure_memlock(4 << 20)?;
+    let selected: Vec<Workload> = workloads()
+        .into_iter()
+        .filter(|w| args.only.is_empty() || args.only.iter().any(|o| w.name().contains(o.as_str())))
+        .collect();
+    if selected.is_empty() {
+        return Err(format!("--only {:?} matches no workload", args.only.join(",")));
+    }
+    let json_mode = args.json;
+    let seconds = args.seconds;
+    let handle = glommio::LocalExecutorBuilder::default()
+        .name("stele-engine-bench")
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let progress = |s: &str| if args.json { eprintln!("{s}") } else { println!("{s}") };
+            let limits = ShardLimits::default();
+            progress(&format!(
+                "# one shard; {seconds} s per workload; 1 KiB records; MB = 10^6 bytes of appended batches; \
+                 budgets: write buffer {} MiB + tail cache {} MiB = {} MiB; {} writes in flight, {} KiB chunks",
+                limits.write_buffer_bytes_max >> 20,
+                limits.tail_cache_bytes_max >> 20,
+                (limits.write_buffer_bytes_max + limits.tail_cache_bytes_max) >> 20,
+                limits.writes_in_flight_max,
+                limits.write_chunk_bytes_max >> 10,
+            ));
+            progress(&header());
+            let mut outcomes = Vec::new();
+            for w in selected {
+                let outcome = run_workload(&args, w).await.map_err(|e| format!("{}: {e}", w.name()))?;
+                if outcome.io_mode != IoMode::Direct {
+                    eprintln!("warning: {} ran with {:?} I/O, not O_DIRECT", outcome.name, outcome.io_mode);
+                }
+                progress(&line(&outcome));
+                outcomes.push(outcome);
+            }
+            Ok::<Vec<Outcome>, String>(outcomes)
+        })
+        .map_err(|e| format!("starting the executor: {e}"))?;
+    let outcomes = handle.join().map_err(|e| format!("executor: {e}"))??;
+    if json_mode {
+        let limits = ShardLimits::default();
+        let items: Vec<String> = outcomes.iter().map(json).collect();
+        println!(
+            "{{\"seconds_per_workload\":{seconds},\"record_bytes\":{RECORD_BYTES},\"write_buffer_budget_bytes\":{},\
+             \"tail_cache_budget_bytes\":{},\"writes_in_flight_max\":{},\"write_chunk_bytes_max\":{},\
+             \"workloads\":[{}]}}",
+            limits.write_buffer_bytes_max,
+            limits.tail_cache_bytes_max,
+            limits.writes_in_flight_max,
+            limits.write_chunk_bytes_max,
+            items.join(",")
+        );
+    }
+    Ok(())
+}
