@@ -180,7 +180,8 @@ async fn load_with_indexes(
             offset: base,
             reason: err.to_string(),
         })?;
-        seg.roll_timestamp = header.map(|h| h.max_timestamp);
+        seg.roll_timestamp =
+            header.map(|h| if h.max_timestamp >= 0 { h.max_timestamp } else { crate::partition_log::now_ms() });
     }
     Ok(Some(seg))
 }

@@ -52,8 +52,10 @@ pub(crate) struct Segment {
     /// Largest batch max timestamp, -1 when the segment is empty.
     pub(crate) max_timestamp: i64,
     /// The timestamp that `segment.ms` is measured from: the first batch's
-    /// max timestamp, as in Kafka.
+    /// max timestamp, as in Kafka, or when that batch has none (-1), the
+    /// time the segment was created or opened.
     pub(crate) roll_timestamp: Option<i64>,
+    created_ms: i64,
     /// Base offset of the newest batch, `None` when the segment is empty.
     pub(crate) last_batch_offset: Option<i64>,
     pub(crate) offset_index: OffsetIndex,
@@ -74,6 +76,7 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: -1,
             roll_timestamp: None,
+            created_ms: crate::partition_log::now_ms(),
             last_batch_offset: None,
             offset_index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
@@ -115,7 +118,8 @@ impl Segment {
             }
         }
         if self.roll_timestamp.is_none() {
-            self.roll_timestamp = Some(header.max_timestamp);
+            let stamped = header.max_timestamp >= 0;
+            self.roll_timestamp = Some(if stamped { header.max_timestamp } else { self.created_ms });
         }
         self.bytes_since_offset_entry += header.size_bytes as u64;
         self.bytes_since_time_entry += header.size_bytes as u64;

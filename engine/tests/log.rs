@@ -82,6 +82,16 @@ fn segments_roll_by_age_of_their_first_batch() {
         log.append(batch(1, fresh, 4, 100)).await.unwrap();
         assert_eq!(log.segments().len(), 4, "a fresh segment takes fresh batches");
         log.close().await.unwrap();
+
+        // Batches without a timestamp (-1) count from the segment's creation.
+        let untimed_dir = dir.with_file_name("age-1");
+        let config = LogConfig { segment_age_max: Some(Duration::from_secs(3600)), ..small_config() };
+        let log = PartitionLog::open(&untimed_dir, config, shard()).await.unwrap();
+        for tag in 0..3 {
+            log.append(batch(1, -1, tag, 100)).await.unwrap();
+        }
+        assert_eq!(log.segments().len(), 1);
+        log.close().await.unwrap();
     });
 }
 
