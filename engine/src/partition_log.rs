@@ -165,9 +165,10 @@ struct LogState {
     seals: Vec<i64>,
     /// Files written since their last fdatasync.
     unsynced: Vec<Rc<SegmentFile>>,
-    unflushed_messages: u64,
+    /// When the oldest append not yet covered by an fdatasync was made.
     oldest_unflushed: Option<Instant>,
-    flush_requested: bool,
+    /// `flush()` asked for everything below this offset to be fsynced.
+    flush_requested_offset: i64,
     tail_cache: VecDeque<CachedBatch>,
     /// How many batches at the front of the tail cache are written and
     /// counted in the shard's tail-cache bytes.
@@ -217,6 +218,8 @@ impl PartitionLog {
         let dir = dir.into();
         config.validate()?;
         std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        // glommio opens directories relative to no descriptor: paths must be absolute.
+        let dir = std::path::absolute(&dir).map_err(|e| EngineError::io(&dir, e))?;
         let io_mode = storage_file::probe_io_mode(&dir).await?;
         let recovered = crate::recovery::recover(&dir, io_mode, &config).await?;
         let next_offset = recovered.segments.values().next_back().map(|s| s.next_offset).unwrap_or(0);
@@ -234,9 +237,8 @@ impl PartitionLog {
             last_chunk_bytes: 0,
             seals: Vec::new(),
             unsynced: Vec::new(),
-            unflushed_messages: 0,
             oldest_unflushed: None,
-            flush_requested: false,
+            flush_requested_offset: 0,
             tail_cache: VecDeque::new(),
             tail_cache_counted: 0,
             tail_cache_counted_bytes: 0,
@@ -365,22 +367,28 @@ impl PartitionLog {
         let budget = &self.shared.resources.write_buffer;
         // Every check and the staging itself happen without an await in
         // between, so what was checked still holds when the batch is staged.
+        enum Next {
+            WaitForLog,
+            WaitForBudget,
+            Roll,
+            Stage,
+        }
         loop {
-            let roll_needed = {
+            let next = {
                 let state = self.shared.state.borrow();
                 self.check_usable(&state)?;
                 if state.rolling || state.exclusive {
-                    None
+                    Next::WaitForLog
                 } else if !budget.has_room(records.len()) {
-                    drop(state);
-                    budget.wait_for_room(records.len()).await;
-                    continue;
+                    Next::WaitForBudget
+                } else if needs_roll(&state, records.len() as u64, records_total) {
+                    Next::Roll
                 } else {
-                    Some(needs_roll(&state, records.len() as u64, records_total))
+                    Next::Stage
                 }
             };
-            match roll_needed {
-                None => {
+            match next {
+                Next::WaitForLog => {
                     self.shared
                         .changed
                         .wait_for(|| {
@@ -389,8 +397,9 @@ impl PartitionLog {
                         })
                         .await
                 }
-                Some(true) => self.roll().await?,
-                Some(false) => break,
+                Next::WaitForBudget => budget.wait_for_room(records.len()).await,
+                Next::Roll => self.roll().await?,
+                Next::Stage => break,
             }
         }
         let info = self.stage(records, headers);
@@ -471,7 +480,6 @@ impl PartitionLog {
             });
             at += header.size_bytes;
         }
-        state.unflushed_messages += (next - base_offset) as u64;
         state.oldest_unflushed.get_or_insert_with(Instant::now);
         info
     }
@@ -528,7 +536,7 @@ impl PartitionLog {
     pub async fn flush(&self) -> Result<()> {
         let target = {
             let mut state = self.shared.state.borrow_mut();
-            state.flush_requested = true;
+            state.flush_requested_offset = state.flush_requested_offset.max(state.next_offset);
             state.next_offset
         };
         self.shared.changed.notify_all();
@@ -713,9 +721,6 @@ impl PartitionLog {
     async fn fsync_written(&self) -> Result<()> {
         let (files, covered) = {
             let mut state = self.shared.state.borrow_mut();
-            state.flush_requested = false;
-            state.unflushed_messages = 0;
-            state.oldest_unflushed = None;
             (std::mem::take(&mut state.unsynced), state.written_offset)
         };
         for file in &files {
@@ -724,6 +729,9 @@ impl PartitionLog {
         let mut state = self.shared.state.borrow_mut();
         state.stats.fsyncs += files.len() as u64;
         state.durable_offset = state.durable_offset.max(covered);
+        // Appends made during this fsync are not covered; their age counts
+        // from now, which is at most the fsync's duration late.
+        state.oldest_unflushed = (state.next_offset > covered).then(Instant::now);
         Ok(())
     }
 
@@ -1240,13 +1248,14 @@ fn fsync_due(state: &LogState) -> bool {
     if state.unsynced.is_empty() || state.written_offset <= state.durable_offset {
         return false;
     }
-    if state.flush_requested {
+    if state.flush_requested_offset > state.durable_offset {
         return true;
     }
     match state.config.flush_policy {
         FlushPolicy::Always => true,
         FlushPolicy::Interval { messages, interval } => {
-            messages.is_some_and(|n| state.unflushed_messages >= n)
+            // Kafka's flush.messages: records appended but not yet flushed.
+            messages.is_some_and(|n| (state.next_offset - state.durable_offset) as u64 >= n)
                 || interval.is_some_and(|i| state.oldest_unflushed.is_some_and(|t| t.elapsed() >= i))
         }
     }
