@@ -2,8 +2,8 @@
 //! budget (appends wait when it is spent), the tail-cache budget (evictable,
 //! so it never blocks), and the slots that bound writes in flight.
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
 
 use crate::config::ShardLimits;
 use crate::error::Result;
@@ -59,14 +59,27 @@ impl Budget {
     }
 }
 
+/// A log's tail cache, as the shard sees it: something that can give back
+/// memory by dropping batches that are already on disk, oldest first.
+pub(crate) trait TailCache {
+    /// Evicts written batches from the front until at least `wanted` bytes
+    /// are freed or none is left; returns the bytes freed.
+    fn evict_written(&self, wanted: usize) -> usize;
+}
+
 /// Resources of one shard. Create one per executor and hand a clone of the
 /// `Rc` to every log opened on that shard.
 pub struct ShardResources {
     pub(crate) limits: ShardLimits,
     pub(crate) write_buffer: Budget,
-    /// Bytes of written (evictable) batches held by tail caches.
+    /// Bytes of batches held by all tail caches, written or not.
     pub(crate) tail_cache_bytes: Cell<usize>,
     pub(crate) write_slots: glommio::sync::Semaphore,
+    /// Every log's tail cache, visited in turn when the shard is over its
+    /// tail-cache budget, so an idle log's cache is evicted as readily as
+    /// a busy one's.
+    tail_caches: RefCell<Vec<Weak<dyn TailCache>>>,
+    next_to_evict: Cell<usize>,
 }
 
 impl ShardResources {
@@ -76,6 +89,8 @@ impl ShardResources {
             write_buffer: Budget::new(limits.write_buffer_bytes_max),
             tail_cache_bytes: Cell::new(0),
             write_slots: glommio::sync::Semaphore::new(limits.writes_in_flight_max as u64),
+            tail_caches: RefCell::new(Vec::new()),
+            next_to_evict: Cell::new(0),
             limits,
         }))
     }
@@ -84,12 +99,43 @@ impl ShardResources {
         &self.limits
     }
 
+    pub(crate) fn register_tail_cache(&self, cache: Weak<dyn TailCache>) {
+        self.tail_caches.borrow_mut().push(cache);
+    }
+
+    /// Evicts written batches, log by log in turn, until the shard's tail
+    /// caches fit their budget or nothing written is left to evict. Batches
+    /// not yet written cannot go (they are the only copy a reader can use),
+    /// so the total can stay above the budget by at most the data waiting
+    /// in write buffers. Callers must not hold a log's state borrowed.
+    pub(crate) fn shrink_tail_caches(&self) {
+        let max = self.limits.tail_cache_bytes_max;
+        if self.tail_cache_bytes.get() <= max {
+            return;
+        }
+        let mut caches = self.tail_caches.borrow_mut();
+        let mut visited = 0;
+        while self.tail_cache_bytes.get() > max && visited < caches.len() {
+            let at = self.next_to_evict.get() % caches.len();
+            match caches[at].upgrade() {
+                Some(cache) => {
+                    cache.evict_written(self.tail_cache_bytes.get() - max);
+                    self.next_to_evict.set(at + 1);
+                    visited += 1;
+                }
+                None => {
+                    caches.swap_remove(at);
+                }
+            }
+        }
+    }
+
     /// Bytes of DMA write buffers in use right now.
     pub fn write_buffer_bytes(&self) -> usize {
         self.write_buffer.in_use()
     }
 
-    /// Bytes of written batches held in tail caches right now.
+    /// Bytes of batches held in tail caches right now.
     pub fn tail_cache_bytes(&self) -> usize {
         self.tail_cache_bytes.get()
     }

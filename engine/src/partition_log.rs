@@ -23,7 +23,7 @@ use bytes::Bytes;
 use glommio::io::DmaBuffer;
 
 use crate::batch::{self, BatchHeader, HeaderParse};
-use crate::budget::ShardResources;
+use crate::budget::{ShardResources, TailCache};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{BatchError, EngineError, Result};
 use crate::index::{OffsetIndex, TimeIndex};
@@ -36,9 +36,9 @@ use crate::BLOCK_BYTES;
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean_shutdown";
 const CLEAN_SHUTDOWN_MAGIC: [u8; 4] = *b"SXCS";
 const CLEAN_SHUTDOWN_VERSION: u16 = 1;
-/// Smallest chunk a write buffer starts with; chunks double within a write
-/// round up to `ShardLimits::write_chunk_bytes_max` so that a busy log
-/// writes large blocks while an idle one holds little memory.
+/// Smallest chunk a write buffer starts with; chunks double up to
+/// `ShardLimits::write_chunk_bytes_max` while a log stays busy, so that it
+/// writes large blocks, and shrink again when it goes quiet.
 const CHUNK_BYTES_MIN: usize = 64 * 1024;
 
 /// Offsets and timestamps assigned to an appended record set.
@@ -158,8 +158,8 @@ struct LogState {
     staged: VecDeque<StagedChunk>,
     /// The chunk of the active segment that appends fill.
     filling: Option<StagedChunk>,
-    /// Capacity of the last chunk allocated since the flusher last took the
-    /// staged chunks; the next one doubles it.
+    /// Capacity of the last chunk allocated; the next one doubles it (up to
+    /// the shard's chunk size), and quiet rounds halve it.
     last_chunk_bytes: usize,
     /// Segments rolled away from, to seal once their data is written.
     seals: Vec<i64>,
@@ -172,8 +172,8 @@ struct LogState {
     tail_cache: VecDeque<CachedBatch>,
     /// How many batches at the front of the tail cache are written and
     /// counted in the shard's tail-cache bytes.
-    tail_cache_counted: usize,
-    tail_cache_counted_bytes: usize,
+    /// Bytes of this log's tail cache, all counted in the shard's total.
+    tail_cache_bytes: usize,
     stats: LogStats,
     failed: Option<String>,
     rolling: bool,
@@ -190,6 +190,37 @@ struct Shared {
     resources: Rc<ShardResources>,
     state: RefCell<LogState>,
     changed: Notify,
+}
+
+impl Shared {
+    fn uncount_cached(&self, state: &mut LogState, len: usize) {
+        state.tail_cache_bytes -= len;
+        let shard_cache = &self.resources.tail_cache_bytes;
+        shard_cache.set(shard_cache.get() - len);
+    }
+}
+
+impl TailCache for Shared {
+    fn evict_written(&self, wanted: usize) -> usize {
+        // The log whose append or write round triggered the shrink has
+        // released its borrow; any other borrow means a caller broke that
+        // rule, and skipping this log is the safe answer.
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return 0;
+        };
+        let mut freed = 0;
+        while freed < wanted {
+            match state.tail_cache.front() {
+                Some(front) if front.last_offset < state.written_offset => {
+                    let entry = state.tail_cache.pop_front().expect("a front entry");
+                    freed += entry.bytes.len();
+                    self.uncount_cached(&mut state, entry.bytes.len());
+                }
+                _ => break,
+            }
+        }
+        freed
+    }
 }
 
 /// A handle to a partition log. Cheap to clone; all clones share the log.
@@ -240,8 +271,7 @@ impl PartitionLog {
             oldest_unflushed: None,
             flush_requested_offset: 0,
             tail_cache: VecDeque::new(),
-            tail_cache_counted: 0,
-            tail_cache_counted_bytes: 0,
+            tail_cache_bytes: 0,
             stats: LogStats::default(),
             failed: None,
             rolling: false,
@@ -253,6 +283,8 @@ impl PartitionLog {
         let log = PartitionLog {
             shared: Rc::new(Shared { dir, io_mode, resources, state: RefCell::new(state), changed: Notify::default() }),
         };
+        let cache: Rc<dyn TailCache> = log.shared.clone();
+        log.shared.resources.register_tail_cache(Rc::downgrade(&cache));
         log.load_partial_block().await?;
         let flusher = log.clone();
         glommio::spawn_local(async move { flusher.run_flusher().await }).detach();
@@ -403,6 +435,7 @@ impl PartitionLog {
             }
         }
         let info = self.stage(records, headers);
+        self.shared.resources.shrink_tail_caches();
         self.shared.changed.notify_all();
         Ok(info)
     }
@@ -471,6 +504,9 @@ impl PartitionLog {
             info.last_offset = header.last_offset();
             info.max_timestamp = info.max_timestamp.max(header.max_timestamp);
             state.next_offset = header.last_offset() + 1;
+            state.tail_cache_bytes += bytes.len();
+            let shard_cache = &self.shared.resources.tail_cache_bytes;
+            shard_cache.set(shard_cache.get() + bytes.len());
             state.tail_cache.push_back(CachedBatch {
                 base_offset: header.base_offset,
                 last_offset: header.last_offset(),
@@ -641,9 +677,10 @@ impl PartitionLog {
                 }
             }
             state.written_offset = round_end;
-            self.update_tail_cache(&mut state);
             fsync_due(&state) || !seals.is_empty()
         };
+        // Batches this round wrote have become evictable.
+        self.shared.resources.shrink_tail_caches();
         self.shared.changed.notify_all();
         if sync {
             self.fsync_written().await?;
@@ -681,7 +718,14 @@ impl PartitionLog {
                 self.shared.resources.write_buffer.release(filling.charged);
             }
         }
-        state.last_chunk_bytes = 0;
+        // Chunk sizes carry over between rounds so that a busy log keeps
+        // writing large blocks; a round that would not have filled half of
+        // the last chunk halves it, so a log that turns quiet stops
+        // allocating large buffers for small appends.
+        let round_bytes: usize = chunks.iter().map(|c| c.filled).sum();
+        if round_bytes < state.last_chunk_bytes / 2 {
+            state.last_chunk_bytes /= 2;
+        }
         let seals = std::mem::take(&mut state.seals);
         (chunks, seals, state.next_offset)
     }
@@ -756,33 +800,9 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Counts newly written batches into the shard's tail-cache budget and
-    /// evicts written batches, oldest first, while the shard is over it.
-    fn update_tail_cache(&self, state: &mut LogState) {
-        let resources = &self.shared.resources;
-        while let Some(entry) = state.tail_cache.get(state.tail_cache_counted) {
-            if entry.last_offset >= state.written_offset {
-                break;
-            }
-            let len = entry.bytes.len();
-            state.tail_cache_counted += 1;
-            state.tail_cache_counted_bytes += len;
-            resources.tail_cache_bytes.set(resources.tail_cache_bytes.get() + len);
-        }
-        while resources.tail_cache_bytes.get() > resources.limits.tail_cache_bytes_max && state.tail_cache_counted > 0 {
-            self.evict_front(state);
-        }
-    }
-
     fn evict_front(&self, state: &mut LogState) {
         let entry = state.tail_cache.pop_front().expect("an entry to evict");
-        if state.tail_cache_counted > 0 {
-            let len = entry.bytes.len();
-            state.tail_cache_counted -= 1;
-            state.tail_cache_counted_bytes -= len;
-            let resources = &self.shared.resources;
-            resources.tail_cache_bytes.set(resources.tail_cache_bytes.get() - len);
-        }
+        self.shared.uncount_cached(state, entry.bytes.len());
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to
@@ -1134,13 +1154,7 @@ impl PartitionLog {
             state.durable_offset = new_end;
             while state.tail_cache.back().is_some_and(|b| b.base_offset >= new_end) {
                 let entry = state.tail_cache.pop_back().expect("an entry");
-                if state.tail_cache.len() < state.tail_cache_counted {
-                    let len = entry.bytes.len();
-                    state.tail_cache_counted -= 1;
-                    state.tail_cache_counted_bytes -= len;
-                    let resources = &self.shared.resources;
-                    resources.tail_cache_bytes.set(resources.tail_cache_bytes.get() - len);
-                }
+                self.shared.uncount_cached(&mut state, entry.bytes.len());
             }
         }
         self.load_partial_block().await?;

@@ -272,7 +272,8 @@ fn a_full_write_budget_makes_appends_wait_not_grow() {
     // Proves backpressure: with a small write budget shared by two logs,
     // in-use DMA memory never exceeds the budget plus one write chunk (the
     // buffer an append may allocate after finding room) and one carried
-    // block per log, and every append still completes.
+    // block per log, the tail caches stay within theirs (or the unwritten
+    // data, if larger), and every append still completes.
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     run(move || async move {
@@ -283,7 +284,9 @@ fn a_full_write_budget_makes_appends_wait_not_grow() {
             write_chunk_bytes_max: 64 << 10,
         };
         let budget = limits.write_buffer_bytes_max + limits.write_chunk_bytes_max + 2 * engine::BLOCK_BYTES;
-        let cache_budget = limits.tail_cache_bytes_max;
+        // Unwritten batches stay cached whatever the budget; they are bounded
+        // by the write buffers that hold their other copy.
+        let cache_budget = limits.tail_cache_bytes_max.max(budget);
         let shard = ShardResources::new(limits).unwrap();
         let config = LogConfig { segment_bytes_max: 1 << 20, ..small_config() };
         let a = PartitionLog::open(root.join("a-0"), config.clone(), shard.clone()).await.unwrap();
@@ -538,5 +541,42 @@ fn relative_directories_work() {
         log.append(batch(1, 0, 1, 10)).await.unwrap();
         log.close().await.unwrap();
         assert!(log.dir().is_absolute());
+    });
+}
+
+#[test]
+fn the_tail_cache_budget_is_shared_by_the_logs_of_a_shard() {
+    // Proves: when one log fills the shard's tail-cache budget, appends to
+    // another log evict the first log's written batches too, so the shard's
+    // total stays within the budget; evicted batches are read from disk.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    run(move || async move {
+        let limits = ShardLimits {
+            write_buffer_bytes_max: 256 << 10,
+            tail_cache_bytes_max: 256 << 10,
+            writes_in_flight_max: 2,
+            write_chunk_bytes_max: 64 << 10,
+        };
+        let shard = ShardResources::new(limits).unwrap();
+        let config = LogConfig { segment_bytes_max: 8 << 20, ..small_config() };
+        let idle = PartitionLog::open(root.join("idle-0"), config.clone(), shard.clone()).await.unwrap();
+        for tag in 0..20u64 {
+            idle.append(batch(1, 0, tag, 10_000)).await.unwrap();
+        }
+        idle.flush().await.unwrap();
+        let busy = PartitionLog::open(root.join("busy-0"), config, shard.clone()).await.unwrap();
+        for tag in 0..200u64 {
+            busy.append(batch(1, 0, tag, 10_000)).await.unwrap();
+            busy.wait_durable(busy.log_end_offset()).await.unwrap();
+            // Nothing is left unwritten here, so the budget holds exactly.
+            assert!(shard.tail_cache_bytes() <= 256 << 10, "{} bytes cached", shard.tail_cache_bytes());
+        }
+        let before = idle.stats().disk_reads;
+        assert_eq!(read_all_tags(&idle).await, (0..20).collect::<Vec<_>>());
+        assert!(idle.stats().disk_reads > before, "the idle log's batches were evicted to disk");
+        idle.close().await.unwrap();
+        busy.close().await.unwrap();
+        assert_eq!(shard.tail_cache_bytes(), 0);
     });
 }
