@@ -27,13 +27,18 @@ use engine::{FlushPolicy, IoMode, LogConfig, PartitionLog, ShardLimits, ShardRes
 
 const USAGE: &str = "usage: stele-engine-bench --dir PATH [--seconds N] [--json] [--only NAME[,NAME...]] \
                      [--in-flight-mib N]
+       stele-engine-bench --list
 
   --dir PATH          existing directory on the filesystem to measure (ext4/xfs: O_DIRECT)
   --seconds N         seconds per workload (default 10)
   --json              print one JSON document on stdout (progress lines go to stderr)
-  --only NAMES        run only the workloads whose name contains one of these (comma separated)
+  --only NAMES        run only these workloads (comma separated; see --list)
   --in-flight-mib N   appended bytes each workload keeps in flight across its appender tasks
-                      (default 32; at least 2 tasks per partition)";
+                      (default 32; at least 2 tasks per partition)
+  --list              print the workload names and exit
+
+Workload names are p<partitions>-b<batch size>-<fsync|nofsync>. Set STELE_BENCH_DEBUG=1 to print
+the first log's offsets, I/O counters and the shard's budgets twice a second while a workload runs.";
 
 const RECORD_BYTES: usize = 1024;
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
@@ -71,6 +76,12 @@ fn parse_args() -> Result<Args, String> {
                 let mib = v.parse::<usize>().map_err(|e| format!("--in-flight-mib {v}: {e}"))?;
                 in_flight_bytes = mib << 20;
             }
+            "--list" => {
+                for w in workloads() {
+                    println!("{}", w.name());
+                }
+                std::process::exit(0);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -81,6 +92,11 @@ fn parse_args() -> Result<Args, String> {
     let dir = dir.ok_or_else(|| format!("--dir is required\n{USAGE}"))?;
     if !dir.is_dir() {
         return Err(format!("--dir {}: not an existing directory", dir.display()));
+    }
+    let dir = std::fs::canonicalize(&dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
+    let names: Vec<String> = workloads().iter().map(Workload::name).collect();
+    if let Some(unknown) = only.iter().find(|o| !names.contains(o)) {
+        return Err(format!("--only: no workload is called {unknown:?}; there are {}", names.join(", ")));
     }
     Ok(Args { dir, seconds, json, only, in_flight_bytes })
 }
@@ -130,6 +146,10 @@ struct Outcome {
     tasks: usize,
     io_mode: IoMode,
     seconds: f64,
+    /// CPU time the process used during the timed run (all threads).
+    cpu_seconds: f64,
+    /// Block-device counters over the timed run, if the device was found.
+    disk: Option<DiskCounters>,
     bytes_appended: u64,
     appends: u64,
     records: u64,
@@ -145,6 +165,9 @@ struct Outcome {
     write_buffer_max: usize,
     tail_cache_max: usize,
     write_buffer_budget: usize,
+    /// What the engine documents `write_buffer_bytes()` may reach: the
+    /// budget plus one write chunk plus one carried block per log.
+    write_buffer_bound: usize,
     tail_cache_budget: usize,
 }
 
@@ -154,6 +177,21 @@ impl Outcome {
     }
     fn per_s(&self, n: u64) -> f64 {
         n as f64 / self.seconds
+    }
+    /// Share of the run the device had requests in flight, in percent.
+    fn disk_busy_pct(&self) -> f64 {
+        self.disk.map(|d| d.io_ticks_ms as f64 / 10.0 / self.seconds).unwrap_or(f64::NAN)
+    }
+    /// Average number of requests in flight at the device.
+    fn disk_queue_depth(&self) -> f64 {
+        self.disk.map(|d| d.time_in_queue_ms as f64 / 1000.0 / self.seconds).unwrap_or(f64::NAN)
+    }
+    /// Average size of the device's write requests (the kernel may split writes).
+    fn disk_request_bytes(&self) -> f64 {
+        self.disk
+            .filter(|d| d.write_ios > 0)
+            .map(|d| d.write_sectors as f64 * 512.0 / d.write_ios as f64)
+            .unwrap_or(f64::NAN)
     }
     fn avg_write_bytes(&self) -> f64 {
         if self.writes == 0 {
@@ -190,6 +228,48 @@ fn proc_status_bytes(field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// CPU time (user + system) of the whole process so far, all threads
+/// included (io_uring workers too), from /proc/self/stat (USER_HZ = 100).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    // Fields from the state (field 3) on: utime is field 14, stime field 15.
+    let mut fields = after_comm.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// Counters of the block device holding a directory, from
+/// /sys/dev/block/MAJOR:MINOR/stat (the whole device: other processes'
+/// I/O counts too).
+#[derive(Debug, Clone, Copy, Default)]
+struct DiskCounters {
+    write_ios: u64,
+    write_sectors: u64,
+    /// Milliseconds with at least one request in flight.
+    io_ticks_ms: u64,
+    /// Milliseconds of requests in flight, summed over requests.
+    time_in_queue_ms: u64,
+}
+
+fn disk_stat_path(dir: &Path) -> Option<PathBuf> {
+    let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(dir).ok()?);
+    let path = PathBuf::from(format!("/sys/dev/block/{}:{}/stat", rustix::fs::major(dev), rustix::fs::minor(dev)));
+    path.exists().then_some(path)
+}
+
+fn disk_counters(path: Option<&Path>) -> Option<DiskCounters> {
+    let text = std::fs::read_to_string(path?).ok()?;
+    let f: Vec<u64> = text.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+    (f.len() >= 11).then(|| DiskCounters {
+        write_ios: f[4],
+        write_sectors: f[6],
+        io_ticks_ms: f[9],
+        time_in_queue_ms: f[10],
+    })
 }
 
 /// Resets VmHWM to the current RSS (Linux >= 4.0), so that the peak is per
@@ -274,6 +354,29 @@ async fn measure(args: &Args, w: Workload, dir: &Path) -> Result<Outcome, String
         })
     };
 
+    if std::env::var_os("STELE_BENCH_DEBUG").is_some() {
+        let (logs, shard, sampling) = (logs.clone(), shard.clone(), sampling.clone());
+        glommio::spawn_local(async move {
+            let t0 = Instant::now();
+            while sampling.get() {
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+                let l = &logs[0];
+                eprintln!(
+                    "debug {:.1}s: log0 end {} durable {} stats {:?}; wbuf {} tcache {}",
+                    t0.elapsed().as_secs_f64(),
+                    l.log_end_offset(),
+                    l.durable_offset(),
+                    l.stats(),
+                    shard.write_buffer_bytes(),
+                    shard.tail_cache_bytes()
+                );
+            }
+        })
+        .detach();
+    }
+    let disk_stat = disk_stat_path(dir);
+    let disk_start = disk_counters(disk_stat.as_deref());
+    let cpu_start = process_cpu_seconds();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.seconds);
     let mut appenders = Vec::with_capacity(w.partitions * tasks_per_log);
@@ -302,10 +405,17 @@ async fn measure(args: &Args, w: Workload, dir: &Path) -> Result<Outcome, String
     for appender in futures::future::join_all(appenders).await {
         appends += appender?;
     }
-    for flushed in futures::future::join_all(logs.iter().map(|log| log.flush())).await {
-        flushed.map_err(err("flush"))?;
+    for flushed in futures::future::join_all(logs.iter().map(flush)).await {
+        flushed?;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let disk = disk_counters(disk_stat.as_deref()).zip(disk_start).map(|(end, start)| DiskCounters {
+        write_ios: end.write_ios - start.write_ios,
+        write_sectors: end.write_sectors - start.write_sectors,
+        io_ticks_ms: end.io_ticks_ms - start.io_ticks_ms,
+        time_in_queue_ms: end.time_in_queue_ms - start.time_in_queue_ms,
+    });
+    let cpu_seconds = process_cpu_seconds().zip(cpu_start).map(|(end, start)| end - start).unwrap_or(f64::NAN);
     sampling.set(false);
     sampler.await;
     peaks.note_budgets(&shard);
@@ -321,6 +431,8 @@ async fn measure(args: &Args, w: Workload, dir: &Path) -> Result<Outcome, String
         tasks: w.partitions * tasks_per_log,
         io_mode,
         seconds,
+        cpu_seconds,
+        disk,
         bytes_appended: appends * w.batch_bytes as u64,
         appends,
         records: appends * records as u64,
@@ -334,6 +446,9 @@ async fn measure(args: &Args, w: Workload, dir: &Path) -> Result<Outcome, String
         write_buffer_max: peaks.write_buffer.get(),
         tail_cache_max: peaks.tail_cache.get(),
         write_buffer_budget: limits.write_buffer_bytes_max,
+        write_buffer_bound: limits.write_buffer_bytes_max
+            + limits.write_chunk_bytes_max
+            + w.partitions * engine::BLOCK_BYTES,
         tail_cache_budget: limits.tail_cache_bytes_max,
     };
     for log in &logs {
@@ -353,19 +468,47 @@ async fn measure(args: &Args, w: Workload, dir: &Path) -> Result<Outcome, String
     Ok(outcome)
 }
 
+/// How long the final `flush()` of a workload may take before the bench
+/// reports it as hung instead of waiting forever.
+const FLUSH_LIMIT: Duration = Duration::from_secs(30);
+
+/// `log.flush()`, or an error naming the log's offsets if it does not
+/// return within [`FLUSH_LIMIT`].
+async fn flush(log: &PartitionLog) -> Result<(), String> {
+    let flushed = futures_lite::future::or(async { Some(log.flush().await) }, async {
+        glommio::timer::sleep(FLUSH_LIMIT).await;
+        None
+    })
+    .await;
+    match flushed {
+        Some(result) => result.map_err(err("flush")),
+        None => Err(format!(
+            "flush() of {} did not return within {} s: log end offset {}, durable offset {}, {:?}",
+            log.dir().display(),
+            FLUSH_LIMIT.as_secs(),
+            log.log_end_offset(),
+            log.durable_offset(),
+            log.stats()
+        )),
+    }
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
 fn header() -> String {
     format!(
-        "{:<18} {:>9} {:>10} {:>11} {:>9} {:>10} {:>10} {:>10} {:>14} {:>14}",
+        "{:<16} {:>8} {:>9} {:>10} {:>8} {:>9} {:>5} {:>6} {:>5} {:>8} {:>8} {:>13} {:>15}",
         "workload",
         "MB/s",
         "appends/s",
         "records/s",
         "fsyncs/s",
         "avg_write",
+        "cpu%",
+        "disk%",
+        "qd",
         "rss_max",
         "VmHWM",
         "wbuf_max/MiB",
@@ -375,13 +518,16 @@ fn header() -> String {
 
 fn line(o: &Outcome) -> String {
     format!(
-        "{:<18} {:>9.1} {:>10.0} {:>11.0} {:>9.1} {:>9.0}K {:>9.0}M {:>9.0}M {:>8.1}/{:<5.0} {:>8.1}/{:<5.0}",
+        "{:<16} {:>8.1} {:>9.0} {:>10.0} {:>8.1} {:>8.0}K {:>5.0} {:>6.0} {:>5.1} {:>7.0}M {:>7.0}M {:>7.1}/{:<5.0} {:>9.1}/{:<5.0}",
         o.name,
         o.mb_per_s(),
         o.per_s(o.appends),
         o.per_s(o.records),
         o.per_s(o.fsyncs),
         o.avg_write_bytes() / 1024.0,
+        o.cpu_seconds / o.seconds * 100.0,
+        o.disk_busy_pct(),
+        o.disk_queue_depth(),
         mib(o.rss_max_bytes),
         mib(o.hwm_bytes),
         mib(o.write_buffer_max as u64),
@@ -391,45 +537,52 @@ fn line(o: &Outcome) -> String {
     )
 }
 
+fn json_number(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "null".to_string()
+    }
+}
+
 fn json(o: &Outcome) -> String {
-    format!(
-        concat!(
-            "{{\"name\":\"{}\",\"partitions\":{},\"batch_bytes\":{},\"records_per_batch\":{},\"fsync\":{},",
-            "\"tasks\":{},\"io_mode\":\"{:?}\",\"seconds\":{:.3},\"bytes_appended\":{},\"appends\":{},",
-            "\"records\":{},\"fsyncs\":{},\"writes\":{},\"bytes_written\":{},\"mb_per_s\":{:.2},",
-            "\"appends_per_s\":{:.1},\"records_per_s\":{:.1},\"fsyncs_per_s\":{:.2},\"avg_write_bytes\":{:.0},",
-            "\"rss_start_bytes\":{},\"rss_max_bytes\":{},\"vm_hwm_bytes\":{},\"vm_hwm_per_workload\":{},",
-            "\"write_buffer_max_bytes\":{},\"write_buffer_budget_bytes\":{},",
-            "\"tail_cache_max_bytes\":{},\"tail_cache_budget_bytes\":{}}}"
-        ),
-        o.name,
-        o.partitions,
-        o.batch_bytes,
-        o.records_per_batch,
-        o.fsync,
-        o.tasks,
-        o.io_mode,
-        o.seconds,
-        o.bytes_appended,
-        o.appends,
-        o.records,
-        o.fsyncs,
-        o.writes,
-        o.bytes_written,
-        o.mb_per_s(),
-        o.per_s(o.appends),
-        o.per_s(o.records),
-        o.per_s(o.fsyncs),
-        o.avg_write_bytes(),
-        o.rss_start_bytes,
-        o.rss_max_bytes,
-        o.hwm_bytes,
-        o.hwm_reset,
-        o.write_buffer_max,
-        o.write_buffer_budget,
-        o.tail_cache_max,
-        o.tail_cache_budget,
-    )
+    let fields: Vec<(&str, String)> = vec![
+        ("name", format!("\"{}\"", o.name)),
+        ("partitions", o.partitions.to_string()),
+        ("batch_bytes", o.batch_bytes.to_string()),
+        ("records_per_batch", o.records_per_batch.to_string()),
+        ("fsync", o.fsync.to_string()),
+        ("tasks", o.tasks.to_string()),
+        ("io_mode", format!("\"{:?}\"", o.io_mode)),
+        ("seconds", format!("{:.3}", o.seconds)),
+        ("cpu_seconds", format!("{:.2}", o.cpu_seconds)),
+        ("bytes_appended", o.bytes_appended.to_string()),
+        ("appends", o.appends.to_string()),
+        ("records", o.records.to_string()),
+        ("fsyncs", o.fsyncs.to_string()),
+        ("writes", o.writes.to_string()),
+        ("bytes_written", o.bytes_written.to_string()),
+        ("mb_per_s", format!("{:.2}", o.mb_per_s())),
+        ("appends_per_s", format!("{:.1}", o.per_s(o.appends))),
+        ("records_per_s", format!("{:.1}", o.per_s(o.records))),
+        ("fsyncs_per_s", format!("{:.2}", o.per_s(o.fsyncs))),
+        ("avg_write_bytes", format!("{:.0}", o.avg_write_bytes())),
+        ("cpu_pct", format!("{:.1}", o.cpu_seconds / o.seconds * 100.0)),
+        ("disk_busy_pct", json_number(o.disk_busy_pct())),
+        ("disk_queue_depth", json_number(o.disk_queue_depth())),
+        ("disk_write_request_bytes", json_number(o.disk_request_bytes())),
+        ("rss_start_bytes", o.rss_start_bytes.to_string()),
+        ("rss_max_bytes", o.rss_max_bytes.to_string()),
+        ("vm_hwm_bytes", o.hwm_bytes.to_string()),
+        ("vm_hwm_per_workload", o.hwm_reset.to_string()),
+        ("write_buffer_max_bytes", o.write_buffer_max.to_string()),
+        ("write_buffer_budget_bytes", o.write_buffer_budget.to_string()),
+        ("write_buffer_bound_bytes", o.write_buffer_bound.to_string()),
+        ("tail_cache_max_bytes", o.tail_cache_max.to_string()),
+        ("tail_cache_budget_bytes", o.tail_cache_budget.to_string()),
+    ];
+    let body: Vec<String> = fields.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+    format!("{{{}}}", body.join(","))
 }
 
 fn main() {
@@ -450,13 +603,8 @@ fn run(args: Args) -> Result<(), String> {
     // glommio locks memory for its rings and registered buffers; keep both
     // small (the hard RLIMIT_MEMLOCK may be as low as 8 MiB).
     engine::memlock::ensure_memlock(4 << 20)?;
-    let selected: Vec<Workload> = workloads()
-        .into_iter()
-        .filter(|w| args.only.is_empty() || args.only.iter().any(|o| w.name().contains(o.as_str())))
-        .collect();
-    if selected.is_empty() {
-        return Err(format!("--only {:?} matches no workload", args.only.join(",")));
-    }
+    let selected: Vec<Workload> =
+        workloads().into_iter().filter(|w| args.only.is_empty() || args.only.contains(&w.name())).collect();
     let json_mode = args.json;
     let seconds = args.seconds;
     let handle = glommio::LocalExecutorBuilder::default()
