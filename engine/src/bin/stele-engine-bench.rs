@@ -585,6 +585,12 @@ fn json(o: &Outcome) -> String {
     format!("{{{}}}", body.join(","))
 }
 
+/// With `--features mimalloc` (as scripts/bench-engine.sh builds it), the
+/// process allocator is mimalloc; see engine/Cargo.toml for why.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
