@@ -14,7 +14,8 @@ use crate::notify::Notify;
 /// is enough here: appends of one shard are short and similar. Charges are
 /// the real sizes of the DMA buffers allocated, so `in_use` is the memory
 /// held; it may pass the capacity by at most one write chunk (the buffer
-/// an append allocates after finding room) plus one block per log.
+/// an append allocates after finding room). Each log's carried partial
+/// block (4 KiB) is outside the budget.
 pub(crate) struct Budget {
     capacity: usize,
     in_use: Cell<usize>,
@@ -39,9 +40,7 @@ impl Budget {
     }
 
     /// Takes `bytes` without waiting, even past the capacity. Appends call
-    /// it after [`Budget::wait_for_room`]; the flusher calls it for the
-    /// carried partial block, which must never wait on memory that only the
-    /// flusher itself can free.
+    /// it after [`Budget::wait_for_room`], without awaiting in between.
     pub(crate) fn acquire_now(&self, bytes: usize) -> usize {
         self.in_use.set(self.in_use.get() + bytes);
         bytes

@@ -137,6 +137,24 @@ impl StagedChunk {
     }
 }
 
+/// A write round: the chunks taken from the write buffers at one moment,
+/// written concurrently. Rounds retire in order, so `written_offset` only
+/// covers rounds whose writes, and all earlier rounds' writes, completed.
+struct Round {
+    id: u64,
+    /// `next_offset` when the round was taken: every batch below it is in
+    /// this round or an earlier one.
+    end_offset: i64,
+    /// Segments to seal once this round is written.
+    seals: Vec<i64>,
+    /// Files written, or the first error, once every write completed.
+    outcome: Option<Result<Vec<Rc<SegmentFile>>>>,
+}
+
+/// Rounds a log keeps in flight: while one round's writes complete, the
+/// next is already issued, so the disk queue does not drain between rounds.
+const ROUNDS_IN_FLIGHT_MAX: usize = 4;
+
 struct CachedBatch {
     base_offset: i64,
     last_offset: i64,
@@ -179,7 +197,16 @@ struct LogState {
     rolling: bool,
     /// Set while a truncation runs; appends wait.
     exclusive: bool,
+    /// True while the flusher awaits one of its steps.
     flusher_busy: bool,
+    /// Write rounds issued and not yet retired, oldest first.
+    rounds: VecDeque<Round>,
+    next_round_id: u64,
+    /// Appended data below this offset has been taken into a round.
+    taken_offset: i64,
+    /// The block the newest round wrote partially (segment base, position,
+    /// round id): the next write of that block must wait for that round.
+    partial_block: Option<(i64, u64, u64)>,
     closing: bool,
     flusher_done: bool,
 }
@@ -277,6 +304,10 @@ impl PartitionLog {
             rolling: false,
             exclusive: false,
             flusher_busy: false,
+            rounds: VecDeque::new(),
+            next_round_id: 0,
+            taken_offset: next_offset,
+            partial_block: None,
             closing: false,
             flusher_done: false,
         };
@@ -579,55 +610,67 @@ impl PartitionLog {
         self.wait_durable(target).await
     }
 
-    /// The flusher: one task per log that writes staged chunks, fsyncs per
-    /// policy and seals rolled segments, one round at a time so that writes
-    /// of the same partial block never overlap.
+    /// The flusher: one task per log that starts write rounds as data is
+    /// appended (up to [`ROUNDS_IN_FLIGHT_MAX`] at once), retires them in
+    /// order, fsyncs per policy and seals rolled segments.
     async fn run_flusher(self) {
+        enum Step {
+            Start,
+            Retire,
+            Fsync,
+            Exit,
+        }
         loop {
             let wait = self.shared.changed.wait_for(|| {
                 let state = self.shared.state.borrow();
                 if state.failed.is_some() {
-                    return Some(false);
+                    return Some(Step::Exit);
                 }
-                let pending =
-                    state.filling.as_ref().is_some_and(|c| c.filled > 0 && state.written_offset < state.next_offset)
-                        || !state.staged.is_empty()
-                        || !state.seals.is_empty()
-                        || fsync_due(&state);
-                if pending {
-                    Some(true)
-                } else if state.closing {
-                    Some(false)
-                } else {
-                    None
+                if state.rounds.front().is_some_and(|r| r.outcome.is_some()) {
+                    return Some(Step::Retire);
                 }
+                let new_work =
+                    state.next_offset > state.taken_offset || !state.staged.is_empty() || !state.seals.is_empty();
+                if new_work && state.rounds.len() < ROUNDS_IN_FLIGHT_MAX {
+                    return Some(Step::Start);
+                }
+                // With rounds in flight, retiring them decides on the fsync:
+                // fsyncing now would cover only part of what made it due.
+                if state.rounds.is_empty() && fsync_due(&state) {
+                    return Some(Step::Fsync);
+                }
+                (state.closing && state.rounds.is_empty() && !new_work).then_some(Step::Exit)
             });
-            let deadline = self.flush_deadline();
-            let proceed = match deadline {
+            let step = match self.flush_deadline() {
                 Some(after) => {
                     futures_lite::future::or(wait, async {
                         glommio::timer::sleep(after).await;
-                        true
+                        Step::Fsync
                     })
                     .await
                 }
                 None => wait.await,
             };
-            if !proceed {
-                break;
-            }
             self.shared.state.borrow_mut().flusher_busy = true;
-            let round = self.flush_round().await;
+            let result = match step {
+                Step::Start => self.start_round().await,
+                Step::Retire => self.retire_round().await,
+                Step::Fsync => self.fsync_written().await,
+                Step::Exit => break,
+            };
             let mut state = self.shared.state.borrow_mut();
             state.flusher_busy = false;
-            if let Err(err) = round {
+            if let Err(err) = result {
                 tracing::error!(dir = %self.shared.dir.display(), error = %err, "write failed; the log accepts no more appends");
                 state.failed = Some(err.to_string());
             }
             drop(state);
             self.shared.changed.notify_all();
         }
-        self.shared.state.borrow_mut().flusher_done = true;
+        let mut state = self.shared.state.borrow_mut();
+        state.flusher_busy = false;
+        state.flusher_done = true;
+        drop(state);
         self.shared.changed.notify_all();
     }
 
@@ -643,41 +686,62 @@ impl PartitionLog {
         }
     }
 
-    async fn flush_round(&self) -> Result<()> {
-        let (chunks, seals, round_end) = self.take_staged();
+    /// Takes what appends have staged and issues it as a new round, whose
+    /// writes run in a task of their own.
+    async fn start_round(&self) -> Result<()> {
+        let (id, chunks, overlap) = self.take_staged();
         self.preallocate(&chunks).await?;
+        let log = self.clone();
+        glommio::spawn_local(async move { log.write_round(id, chunks, overlap).await }).detach();
+        Ok(())
+    }
+
+    async fn write_round(self, id: u64, chunks: Vec<StagedChunk>, overlap: Option<(usize, u64)>) {
         let resources = &self.shared.resources;
-        let write_count = chunks.len() as u64;
-        let write_bytes: u64 = chunks.iter().map(|c| align_up(c.filled) as u64).sum();
-        let writes = chunks.into_iter().map(|chunk| async move {
-            let _slot = resources.write_slots.acquire_permit(1).await.expect("write slots are never closed");
-            let mut chunk = chunk;
-            let len = align_up(chunk.filled);
-            chunk.buf.as_bytes_mut()[chunk.filled..len].fill(0);
-            let charged = chunk.charged;
-            let result = chunk.file.write_at(chunk.buf, len, chunk.position).await;
-            resources.write_buffer.release(charged);
-            result.map(|()| chunk.file)
+        let writes = chunks.into_iter().enumerate().map(|(i, chunk)| {
+            let log = &self;
+            async move {
+                if let Some((_, earlier)) = overlap.filter(|(at, _)| *at == i) {
+                    log.shared.changed.wait_for(|| (!log.round_in_flight(earlier)).then_some(())).await;
+                }
+                let _slot = resources.write_slots.acquire_permit(1).await.expect("write slots are never closed");
+                let mut chunk = chunk;
+                let len = align_up(chunk.filled);
+                chunk.buf.as_bytes_mut()[chunk.filled..len].fill(0);
+                let charged = chunk.charged;
+                let result = chunk.file.write_at(chunk.buf, len, chunk.position).await;
+                resources.write_buffer.release(charged);
+                result.map(|()| chunk.file)
+            }
         });
-        let results = futures::future::join_all(writes).await;
-        {
-            let mut state = self.shared.state.borrow_mut();
-            state.stats.writes += write_count;
-            state.stats.bytes_written += write_bytes;
+        let outcome: Result<Vec<Rc<SegmentFile>>> = futures::future::join_all(writes).await.into_iter().collect();
+        if let Some(round) = self.shared.state.borrow_mut().rounds.iter_mut().find(|r| r.id == id) {
+            round.outcome = Some(outcome);
         }
-        let mut written_files = Vec::new();
-        for result in results {
-            written_files.push(result?);
-        }
-        let sync = {
+        self.shared.changed.notify_all();
+    }
+
+    /// Whether round `id` still has writes in flight.
+    fn round_in_flight(&self, id: u64) -> bool {
+        self.shared.state.borrow().rounds.iter().any(|r| r.id == id && r.outcome.is_none())
+    }
+
+    /// Retires the oldest round once all its writes completed: its batches
+    /// count as written, an fsync follows if the policy wants one, and the
+    /// segments it finished are sealed.
+    async fn retire_round(&self) -> Result<()> {
+        let (seals, sync) = {
             let mut state = self.shared.state.borrow_mut();
-            for file in written_files {
+            let round = state.rounds.pop_front().expect("a round to retire");
+            let files = round.outcome.expect("a finished round")?;
+            for file in files {
                 if !state.unsynced.iter().any(|f| Rc::ptr_eq(f, &file)) {
                     state.unsynced.push(file);
                 }
             }
-            state.written_offset = round_end;
-            fsync_due(&state) || !seals.is_empty()
+            state.written_offset = round.end_offset;
+            let sync = fsync_due(&state) || !round.seals.is_empty();
+            (round.seals, sync)
         };
         // Batches this round wrote have become evictable.
         self.shared.resources.shrink_tail_caches();
@@ -691,11 +755,17 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Takes the staged chunks for one write round. The last block of the
-    /// filling chunk, if partial, is copied into a fresh chunk so appends can
-    /// go on while the round writes; the next round rewrites that block.
-    fn take_staged(&self) -> (Vec<StagedChunk>, Vec<i64>, i64) {
+    /// Takes the staged chunks as a new round and registers it, all without
+    /// awaiting, so that the partial-block bookkeeping sees exactly the
+    /// chunks taken. The last block of the filling chunk, if partial, is
+    /// copied into a fresh chunk so appends can go on while the round
+    /// writes; a later round rewrites that block, after this one's write of
+    /// it completed. Returns the round's id, its chunks and, if one of them
+    /// rewrites a block an earlier round wrote partially, its index and
+    /// that round's id.
+    fn take_staged(&self) -> (u64, Vec<StagedChunk>, Option<(usize, u64)>) {
         let mut state = self.shared.state.borrow_mut();
+        let state = &mut *state;
         let mut chunks: Vec<StagedChunk> = state.staged.drain(..).collect();
         if let Some(filling) = state.filling.take() {
             let full_blocks = align_down(filling.filled as u64) as usize;
@@ -703,13 +773,16 @@ impl PartitionLog {
                 let mut carry = glommio::allocate_dma_buffer(BLOCK_BYTES);
                 let tail = filling.filled - full_blocks;
                 carry.as_bytes_mut()[..tail].copy_from_slice(&filling.buf.as_bytes()[full_blocks..filling.filled]);
+                // Not charged to the write budget: at most one block per log,
+                // and an idle log would otherwise hold budget that appends
+                // to other logs wait for.
                 state.filling = Some(StagedChunk {
                     segment_base: filling.segment_base,
                     file: filling.file.clone(),
                     position: filling.position + full_blocks as u64,
                     buf: carry,
                     filled: tail,
-                    charged: self.shared.resources.write_buffer.acquire_now(BLOCK_BYTES),
+                    charged: 0,
                 });
             }
             if filling.filled > 0 {
@@ -726,8 +799,18 @@ impl PartitionLog {
         if round_bytes < state.last_chunk_bytes / 2 {
             state.last_chunk_bytes /= 2;
         }
+        let id = state.next_round_id;
+        state.next_round_id += 1;
+        let overlap = state.partial_block.and_then(|(base, position, round)| {
+            chunks.iter().position(|c| c.segment_base == base && c.position == position).map(|i| (i, round))
+        });
+        state.partial_block = state.filling.as_ref().map(|carry| (carry.segment_base, carry.position, id));
+        state.stats.writes += chunks.len() as u64;
+        state.stats.bytes_written += chunks.iter().map(|c| align_up(c.filled) as u64).sum::<u64>();
         let seals = std::mem::take(&mut state.seals);
-        (chunks, seals, state.next_offset)
+        state.taken_offset = state.next_offset;
+        state.rounds.push_back(Round { id, end_offset: state.next_offset, seals, outcome: None });
+        (id, chunks, overlap)
     }
 
     /// Extends segment files ahead of the writes so that O_DIRECT writes do
@@ -1112,7 +1195,7 @@ impl PartitionLog {
             .changed
             .wait_for(|| {
                 let s = self.shared.state.borrow();
-                (s.seals.is_empty() && !s.flusher_busy || s.failed.is_some()).then_some(())
+                (s.seals.is_empty() && s.rounds.is_empty() && !s.flusher_busy || s.failed.is_some()).then_some(())
             })
             .await;
         let (target_base, doomed) = {
@@ -1150,8 +1233,10 @@ impl PartitionLog {
             let mut state = self.shared.state.borrow_mut();
             state.segments.insert(target_base, rebuilt);
             state.next_offset = new_end;
+            state.taken_offset = new_end;
             state.written_offset = new_end;
             state.durable_offset = new_end;
+            state.partial_block = None;
             while state.tail_cache.back().is_some_and(|b| b.base_offset >= new_end) {
                 let entry = state.tail_cache.pop_back().expect("an entry");
                 self.shared.uncount_cached(&mut state, entry.bytes.len());
@@ -1203,9 +1288,9 @@ impl PartitionLog {
         }
         let mut buf = glommio::allocate_dma_buffer(BLOCK_BYTES);
         buf.as_bytes_mut()[..tail].copy_from_slice(&bytes);
-        let charged = self.shared.resources.write_buffer.acquire_now(BLOCK_BYTES);
+        // Like the flusher's carried block, not charged to the write budget.
         self.shared.state.borrow_mut().filling =
-            Some(StagedChunk { segment_base: base, file, position: block_start, buf, filled: tail, charged });
+            Some(StagedChunk { segment_base: base, file, position: block_start, buf, filled: tail, charged: 0 });
         Ok(())
     }
 
