@@ -153,7 +153,7 @@ struct Round {
 
 /// Rounds a log keeps in flight: while one round's writes complete, the
 /// next is already issued, so the disk queue does not drain between rounds.
-const ROUNDS_IN_FLIGHT_MAX: usize = 4;
+const ROUNDS_IN_FLIGHT_MAX: usize = 16;
 
 struct CachedBatch {
     base_offset: i64,
