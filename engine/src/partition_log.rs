@@ -98,6 +98,8 @@ pub struct TimestampMatch {
 /// Counters of the I/O a log has done since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
+    /// Write rounds issued (each takes what appends have staged).
+    pub rounds: u64,
     /// Write operations issued (each up to `write_chunk_bytes_max`).
     pub writes: u64,
     /// Bytes written, including rewrites of partial blocks and padding.
@@ -805,6 +807,7 @@ impl PartitionLog {
             chunks.iter().position(|c| c.segment_base == base && c.position == position).map(|i| (i, round))
         });
         state.partial_block = state.filling.as_ref().map(|carry| (carry.segment_base, carry.position, id));
+        state.stats.rounds += 1;
         state.stats.writes += chunks.len() as u64;
         state.stats.bytes_written += chunks.iter().map(|c| align_up(c.filled) as u64).sum::<u64>();
         let seals = std::mem::take(&mut state.seals);
