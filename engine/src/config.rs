@@ -105,7 +105,7 @@ impl Default for ShardLimits {
         ShardLimits {
             write_buffer_bytes_max: 64 << 20,
             tail_cache_bytes_max: 256 << 20,
-            writes_in_flight_max: 16,
+            writes_in_flight_max: 32,
             write_chunk_bytes_max: 1 << 20,
         }
     }
