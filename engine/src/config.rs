@@ -50,7 +50,7 @@ impl Default for LogConfig {
             retention_age_max: Some(Duration::from_secs(7 * 24 * 3600)),
             index_interval_bytes: 4096,
             flush_policy: FlushPolicy::Always,
-            preallocate_bytes: 64 << 20,
+            preallocate_bytes: 256 << 20,
         }
     }
 }
