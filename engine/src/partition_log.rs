@@ -563,8 +563,13 @@ impl PartitionLog {
         };
         let path = self.shared.dir.join(segment::segment_file_name(new_base));
         let opened = SegmentFile::open(path, self.shared.io_mode, true).await;
+        // The new file's directory entry must be durable before any data in
+        // it is called durable: an fdatasync of the file does not cover it.
         let opened = match opened {
-            Ok(file) => file.truncate(0).await.map(|_| file),
+            Ok(file) => match file.truncate(0).await {
+                Ok(()) => storage_file::sync_dir(&self.shared.dir).await.map(|()| file),
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err),
         };
         let mut state = self.shared.state.borrow_mut();
