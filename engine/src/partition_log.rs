@@ -26,7 +26,6 @@ use crate::batch::{self, BatchHeader, HeaderParse};
 use crate::budget::{ShardResources, TailCache};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{BatchError, EngineError, Result};
-use crate::index::{OffsetIndex, TimeIndex};
 use crate::notify::Notify;
 use crate::segment::{self, ScanStop, Segment};
 use crate::storage_file::{self, IoMode, SegmentFile};
@@ -883,7 +882,7 @@ impl PartitionLog {
         };
         file.truncate(size).await?;
         file.fdatasync().await?;
-        write_indexes(&self.shared.dir, base, &offset_index, &time_index).await?;
+        segment::write_index_files(&self.shared.dir, base, &offset_index, &time_index).await?;
         if let Some(segment) = self.shared.state.borrow_mut().segments.get_mut(&base) {
             segment.sealed = true;
             segment.allocated_bytes = size;
@@ -1153,11 +1152,7 @@ impl PartitionLog {
         };
         for segment in &doomed {
             tracing::info!(path = %segment.path().display(), base_offset = segment.base_offset, "retention deleted segment");
-            // The log file goes first: an index without its log is an orphan
-            // that recovery removes; a log without an index is rebuilt.
-            storage_file::remove_file(segment.path()).await?;
-            storage_file::remove_file(&segment::offset_index_path(&self.shared.dir, segment.base_offset)).await?;
-            storage_file::remove_file(&segment::time_index_path(&self.shared.dir, segment.base_offset)).await?;
+            segment::remove_segment_files(&self.shared.dir, segment.base_offset).await?;
         }
         if !doomed.is_empty() {
             storage_file::sync_dir(&self.shared.dir).await?;
@@ -1219,17 +1214,14 @@ impl PartitionLog {
             (target_base, doomed)
         };
         for segment in doomed.iter().rev() {
-            storage_file::remove_file(segment.path()).await?;
-            storage_file::remove_file(&segment::offset_index_path(&self.shared.dir, segment.base_offset)).await?;
-            storage_file::remove_file(&segment::time_index_path(&self.shared.dir, segment.base_offset)).await?;
+            segment::remove_segment_files(&self.shared.dir, segment.base_offset).await?;
         }
         // Find the cut: the start of the batch holding `offset`.
         let cut = self.position_of_batch_holding(target_base, offset).await?;
         let file = self.shared.state.borrow().segments[&target_base].file.clone();
         file.truncate(cut).await?;
         file.fdatasync().await?;
-        storage_file::remove_file(&segment::offset_index_path(&self.shared.dir, target_base)).await?;
-        storage_file::remove_file(&segment::time_index_path(&self.shared.dir, target_base)).await?;
+        segment::remove_index_files(&self.shared.dir, target_base).await?;
         storage_file::sync_dir(&self.shared.dir).await?;
         let mut rebuilt = Segment::new_empty(target_base, file);
         let interval = self.shared.state.borrow().config.index_interval_bytes;
@@ -1366,11 +1358,6 @@ fn fsync_due(state: &LogState) -> bool {
                 || interval.is_some_and(|i| state.oldest_unflushed.is_some_and(|t| t.elapsed() >= i))
         }
     }
-}
-
-async fn write_indexes(dir: &Path, base: i64, offset_index: &OffsetIndex, time_index: &TimeIndex) -> Result<()> {
-    storage_file::write_file_atomically(&segment::offset_index_path(dir, base), offset_index.encode(base)).await?;
-    storage_file::write_file_atomically(&segment::time_index_path(dir, base), time_index.encode(base)).await
 }
 
 /// Marker layout: magic "SXCS", version u16, reserved u16, active segment

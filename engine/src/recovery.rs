@@ -93,7 +93,7 @@ pub(crate) async fn recover(dir: &Path, io_mode: IoMode, config: &LogConfig) -> 
                 break;
             }
             seg.finish_time_index();
-            write_indexes(dir, &seg).await?;
+            segment::write_index_files(dir, seg.base_offset, &seg.offset_index, &seg.time_index).await?;
             seg.sealed = true;
         }
         segments.insert(base, seg);
@@ -101,14 +101,11 @@ pub(crate) async fn recover(dir: &Path, io_mode: IoMode, config: &LogConfig) -> 
     if let Some(i) = cut_after {
         for &base in &bases[i + 1..] {
             tracing::warn!(base_offset = base, "deleting segment after a torn write in an earlier segment");
-            storage_file::remove_file(&dir.join(segment::segment_file_name(base))).await?;
-            storage_file::remove_file(&segment::offset_index_path(dir, base)).await?;
-            storage_file::remove_file(&segment::time_index_path(dir, base)).await?;
+            segment::remove_segment_files(dir, base).await?;
         }
         let (_, last) = segments.iter_mut().next_back().expect("a segment");
         let base = last.base_offset;
-        storage_file::remove_file(&segment::offset_index_path(dir, base)).await?;
-        storage_file::remove_file(&segment::time_index_path(dir, base)).await?;
+        segment::remove_index_files(dir, base).await?;
         storage_file::sync_dir(dir).await?;
     }
     Ok(Recovered { segments })
@@ -184,10 +181,4 @@ async fn load_with_indexes(
             header.map(|h| if h.max_timestamp >= 0 { h.max_timestamp } else { crate::partition_log::now_ms() });
     }
     Ok(Some(seg))
-}
-
-async fn write_indexes(dir: &Path, seg: &Segment) -> Result<()> {
-    let base = seg.base_offset;
-    storage_file::write_file_atomically(&segment::offset_index_path(dir, base), seg.offset_index.encode(base)).await?;
-    storage_file::write_file_atomically(&segment::time_index_path(dir, base), seg.time_index.encode(base)).await
 }

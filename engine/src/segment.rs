@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, HeaderParse};
 use crate::error::{EngineError, Result};
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
-use crate::storage_file::SegmentFile;
+use crate::storage_file::{self, SegmentFile};
 
 /// Bytes read at a time when scanning a segment.
 const SCAN_READ_BYTES: usize = 1 << 20;
@@ -31,6 +31,32 @@ pub(crate) fn offset_index_path(dir: &Path, base_offset: i64) -> PathBuf {
 
 pub(crate) fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{base_offset:020}.timeindex"))
+}
+
+/// Writes a segment's two index files (atomically, durably).
+pub(crate) async fn write_index_files(
+    dir: &Path,
+    base_offset: i64,
+    offset_index: &OffsetIndex,
+    time_index: &TimeIndex,
+) -> Result<()> {
+    let offset_bytes = offset_index.encode(base_offset);
+    storage_file::write_file_atomically(&offset_index_path(dir, base_offset), offset_bytes).await?;
+    storage_file::write_file_atomically(&time_index_path(dir, base_offset), time_index.encode(base_offset)).await
+}
+
+/// Removes a segment's index files, if present.
+pub(crate) async fn remove_index_files(dir: &Path, base_offset: i64) -> Result<()> {
+    storage_file::remove_file(&offset_index_path(dir, base_offset)).await?;
+    storage_file::remove_file(&time_index_path(dir, base_offset)).await
+}
+
+/// Removes a segment's files. The log file goes first: an index without its
+/// segment is an orphan that recovery removes, while a segment without its
+/// index would be rebuilt and come back.
+pub(crate) async fn remove_segment_files(dir: &Path, base_offset: i64) -> Result<()> {
+    storage_file::remove_file(&dir.join(segment_file_name(base_offset))).await?;
+    remove_index_files(dir, base_offset).await
 }
 
 /// Parses `00000000000000000123.log` into 123.
