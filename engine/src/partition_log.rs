@@ -191,8 +191,6 @@ struct LogState {
     tail_cache: VecDeque<CachedBatch>,
     /// How many batches at the front of the tail cache are written and
     /// counted in the shard's tail-cache bytes.
-    /// Bytes of this log's tail cache, all counted in the shard's total.
-    tail_cache_bytes: usize,
     stats: LogStats,
     failed: Option<String>,
     rolling: bool,
@@ -221,8 +219,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn uncount_cached(&self, state: &mut LogState, len: usize) {
-        state.tail_cache_bytes -= len;
+    fn uncount_cached(&self, len: usize) {
         let shard_cache = &self.resources.tail_cache_bytes;
         shard_cache.set(shard_cache.get() - len);
     }
@@ -242,7 +239,7 @@ impl TailCache for Shared {
                 Some(front) if front.last_offset < state.written_offset => {
                     let entry = state.tail_cache.pop_front().expect("a front entry");
                     freed += entry.bytes.len();
-                    self.uncount_cached(&mut state, entry.bytes.len());
+                    self.uncount_cached(entry.bytes.len());
                 }
                 _ => break,
             }
@@ -299,7 +296,6 @@ impl PartitionLog {
             oldest_unflushed: None,
             flush_requested_offset: 0,
             tail_cache: VecDeque::new(),
-            tail_cache_bytes: 0,
             stats: LogStats::default(),
             failed: None,
             rolling: false,
@@ -536,7 +532,6 @@ impl PartitionLog {
             info.last_offset = header.last_offset();
             info.max_timestamp = info.max_timestamp.max(header.max_timestamp);
             state.next_offset = header.last_offset() + 1;
-            state.tail_cache_bytes += bytes.len();
             let shard_cache = &self.shared.resources.tail_cache_bytes;
             shard_cache.set(shard_cache.get() + bytes.len());
             state.tail_cache.push_back(CachedBatch {
@@ -892,7 +887,7 @@ impl PartitionLog {
 
     fn evict_front(&self, state: &mut LogState) {
         let entry = state.tail_cache.pop_front().expect("an entry to evict");
-        self.shared.uncount_cached(state, entry.bytes.len());
+        self.shared.uncount_cached(entry.bytes.len());
     }
 
     /// Reads whole batches starting with the one that holds `offset`, up to
@@ -1239,7 +1234,7 @@ impl PartitionLog {
             state.partial_block = None;
             while state.tail_cache.back().is_some_and(|b| b.base_offset >= new_end) {
                 let entry = state.tail_cache.pop_back().expect("an entry");
-                self.shared.uncount_cached(&mut state, entry.bytes.len());
+                self.shared.uncount_cached(entry.bytes.len());
             }
         }
         self.load_partial_block().await?;
