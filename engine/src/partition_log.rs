@@ -315,7 +315,10 @@ impl PartitionLog {
         log.shared.resources.register_tail_cache(Rc::downgrade(&cache));
         log.load_partial_block().await?;
         let flusher = log.clone();
-        glommio::spawn_local(async move { flusher.run_flusher().await }).detach();
+        let queue = log.shared.resources.io_task_queue();
+        glommio::spawn_local_into(async move { flusher.run_flusher().await }, queue)
+            .expect("the shard's I/O task queue exists on this executor")
+            .detach();
         Ok(log)
     }
 
@@ -693,7 +696,10 @@ impl PartitionLog {
         let (id, chunks, overlap) = self.take_staged();
         self.preallocate(&chunks).await?;
         let log = self.clone();
-        glommio::spawn_local(async move { log.write_round(id, chunks, overlap).await }).detach();
+        let queue = self.shared.resources.io_task_queue();
+        glommio::spawn_local_into(async move { log.write_round(id, chunks, overlap).await }, queue)
+            .expect("the shard's I/O task queue exists on this executor")
+            .detach();
         Ok(())
     }
 

@@ -592,6 +592,16 @@ fn json(o: &Outcome) -> String {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--raw-glommio") {
+        // Diagnostic: glommio's own sequential O_DIRECT write speed, with no
+        // engine in between (see docs/benchmarks.md).
+        let dir = std::env::args().nth(2).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        if let Err(e) = raw_glommio(&dir) {
+            eprintln!("stele-engine-bench --raw-glommio: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
@@ -657,4 +667,70 @@ fn run(args: Args) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Writes 4 GiB sequentially to a fresh file in `dir` with glommio's DmaFile:
+/// 1 MiB writes, 32 in flight, preallocated in 256 MiB steps as the engine
+/// does, then one fdatasync, and prints MB/s. The engine's write path minus
+/// the engine: what glommio alone gets from the disk.
+fn raw_glommio(dir: &Path) -> Result<(), String> {
+    engine::memlock::ensure_memlock(4 << 20)?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("raw-glommio.bench");
+    let result = glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            const WRITE: usize = 1 << 20;
+            const IN_FLIGHT: usize = 32;
+            const TOTAL: u64 = 4 << 30;
+            const STEP: u64 = 256 << 20;
+            let file = glommio::io::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .dma_open(&path)
+                .await
+                .map_err(|e| e.to_string())?;
+            let file = Rc::new(file);
+            let start = Instant::now();
+            let next = Rc::new(Cell::new(0u64));
+            let allocated = Rc::new(Cell::new(0u64));
+            let writers = (0..IN_FLIGHT).map(|_| {
+                let (file, next, allocated) = (file.clone(), next.clone(), allocated.clone());
+                async move {
+                    loop {
+                        let position = next.get();
+                        if position >= TOTAL {
+                            return Ok::<(), String>(());
+                        }
+                        next.set(position + WRITE as u64);
+                        if position + WRITE as u64 > allocated.get() {
+                            let target = allocated.get() + STEP;
+                            allocated.set(target);
+                            file.pre_allocate(target, false).await.map_err(|e| e.to_string())?;
+                        }
+                        let mut buf = glommio::allocate_dma_buffer(WRITE);
+                        buf.as_bytes_mut().fill(0x5a);
+                        file.write_at(buf, position).await.map_err(|e| e.to_string())?;
+                    }
+                }
+            });
+            for r in futures::future::join_all(writers).await {
+                r?;
+            }
+            file.fdatasync().await.map_err(|e| e.to_string())?;
+            let seconds = start.elapsed().as_secs_f64();
+            println!(
+                "raw-glommio-1m  {:.1} MB/s ({} GiB in {seconds:.2} s)",
+                TOTAL as f64 / 1e6 / seconds,
+                TOTAL >> 30
+            );
+            let _ = std::fs::remove_file(&path);
+            Ok::<(), String>(())
+        })
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|e| format!("{e:?}"))?;
+    result
 }
