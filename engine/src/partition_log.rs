@@ -154,7 +154,7 @@ struct Round {
 
 /// Rounds a log keeps in flight: while one round's writes complete, the
 /// next is already issued, so the disk queue does not drain between rounds.
-const ROUNDS_IN_FLIGHT_MAX: usize = 16;
+const ROUNDS_IN_FLIGHT_MAX: usize = 64;
 
 struct CachedBatch {
     base_offset: i64,
