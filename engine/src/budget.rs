@@ -79,9 +79,6 @@ pub struct ShardResources {
     /// a busy one's.
     tail_caches: RefCell<Vec<Weak<dyn TailCache>>>,
     next_to_evict: Cell<usize>,
-    /// The glommio task queue that flushers and writes run in, created on
-    /// first use (it must be made on the shard's executor).
-    io_task_queue: Cell<Option<glommio::TaskQueueHandle>>,
 }
 
 impl ShardResources {
@@ -93,31 +90,12 @@ impl ShardResources {
             write_slots: glommio::sync::Semaphore::new(limits.writes_in_flight_max as u64),
             tail_caches: RefCell::new(Vec::new()),
             next_to_evict: Cell::new(0),
-            io_task_queue: Cell::new(None),
             limits,
         }))
     }
 
     pub fn limits(&self) -> &ShardLimits {
         &self.limits
-    }
-
-    /// The task queue for the logs' flushers and write rounds. It has a
-    /// large share of the core and asks for low latency, so that a burst of
-    /// appends (each a large memcpy) cannot hold back the tasks that keep the
-    /// disk queue full: without it one busy partition left the disk idle a
-    /// quarter of the time.
-    pub(crate) fn io_task_queue(&self) -> glommio::TaskQueueHandle {
-        if let Some(queue) = self.io_task_queue.get() {
-            return queue;
-        }
-        let queue = glommio::executor().create_task_queue(
-            glommio::Shares::Static(1000),
-            glommio::Latency::Matters(std::time::Duration::from_millis(1)),
-            "stele-log-io",
-        );
-        self.io_task_queue.set(Some(queue));
-        queue
     }
 
     pub(crate) fn register_tail_cache(&self, cache: Weak<dyn TailCache>) {
