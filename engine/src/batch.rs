@@ -191,6 +191,28 @@ pub fn validate_batch(bytes: &[u8], position: usize, size_bytes_max: usize) -> R
     }
 }
 
+/// The headers of a run of whole batches that the log already validated
+/// (what reads return), with each batch's position in the run.
+///
+/// # Panics
+/// If the run does not consist of whole batches: that is a bug in the log,
+/// not bad input.
+pub fn run_headers(run: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= run.len() {
+            return None;
+        }
+        let header = match parse_header(&run[at..], at, run.len() - at) {
+            HeaderParse::Complete(header) => header,
+            other => panic!("a run of validated batches holds a partial batch at byte {at}: {other:?}"),
+        };
+        let position = at;
+        at += header.size_bytes;
+        Some((position, header))
+    })
+}
+
 /// Writes the broker-assigned base offset and leader epoch into a batch.
 /// Both fields lie before the CRC's coverage, so the CRC stays valid.
 pub fn patch_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {

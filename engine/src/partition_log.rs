@@ -68,19 +68,7 @@ impl LogRead {
 
     /// Headers of the returned batches.
     pub fn batch_headers(&self) -> Vec<BatchHeader> {
-        let mut out = Vec::new();
-        for run in &self.records {
-            let mut at = 0;
-            while at < run.len() {
-                let header = match batch::parse_header(&run[at..], at, run.len() - at) {
-                    HeaderParse::Complete(header) => header,
-                    other => panic!("a read returned a partial batch: {other:?}"),
-                };
-                at += header.size_bytes;
-                out.push(header);
-            }
-        }
-        out
+        self.records.iter().flat_map(|run| batch::run_headers(run).map(|(_, header)| header)).collect()
     }
 }
 
@@ -1096,11 +1084,7 @@ impl PartitionLog {
                 return Ok(None);
             }
             for run in &read.records {
-                let mut at = 0;
-                while at < run.len() {
-                    let HeaderParse::Complete(header) = batch::parse_header(&run[at..], at, run.len() - at) else {
-                        unreachable!("reads return whole batches");
-                    };
+                for (at, header) in batch::run_headers(run) {
                     if header.max_timestamp >= timestamp && header.last_offset() >= start {
                         return Ok(Some(TimestampMatch {
                             base_offset: header.base_offset,
@@ -1109,7 +1093,6 @@ impl PartitionLog {
                         }));
                     }
                     offset = header.last_offset() + 1;
-                    at += header.size_bytes;
                 }
             }
         }

@@ -54,16 +54,14 @@ pub fn batch(records: i32, timestamp: i64, tag: u64, payload_bytes: usize) -> by
 
 /// The tags of the batches a read returned, in order.
 pub fn tags(read: &engine::LogRead) -> Vec<u64> {
-    let mut out = Vec::new();
-    for run in &read.records {
-        let mut at = 0;
-        while at < run.len() {
-            let size = i32::from_be_bytes(run[at + 8..at + 12].try_into().unwrap()) as usize + 12;
-            out.push(u64::from_be_bytes(run[at + 61..at + 69].try_into().unwrap()));
-            at += size;
-        }
-    }
-    out
+    let payload = engine::batch::HEADER_BYTES;
+    read.records
+        .iter()
+        .flat_map(|run| {
+            engine::batch::run_headers(run)
+                .map(|(at, _)| u64::from_be_bytes(run[at + payload..at + payload + 8].try_into().unwrap()))
+        })
+        .collect()
 }
 
 /// Reads the whole log, from its start offset to its end, and returns the
