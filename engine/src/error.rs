@@ -7,28 +7,9 @@ use std::path::PathBuf;
 /// Result alias used throughout the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
-/// Why a record batch handed to [`crate::PartitionLog::append`] was refused.
-/// The broker maps these to Kafka's error codes (CORRUPT_MESSAGE,
-/// INVALID_RECORD, MESSAGE_TOO_LARGE).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BatchError {
-    #[error("record set of {len} bytes ends inside a batch header ({needed} bytes needed)")]
-    TruncatedHeader { len: usize, needed: usize },
-    #[error(
-        "batch length field {length} is invalid (at byte {position} of the record set, {available} bytes available)"
-    )]
-    BadLength { position: usize, length: i32, available: usize },
-    #[error("batch at byte {position} has magic {magic}; only magic 2 (v2 record batches) is supported")]
-    UnsupportedMagic { position: usize, magic: i8 },
-    #[error("batch at byte {position} has CRC32C {stored:#010x} but its contents hash to {computed:#010x}")]
-    CrcMismatch { position: usize, stored: u32, computed: u32 },
-    #[error("batch at byte {position} has last offset delta {last_offset_delta} and record count {records_count}")]
-    BadRecordCount { position: usize, last_offset_delta: i32, records_count: i32 },
-    #[error("empty record set")]
-    Empty,
-    #[error("batch of {len} bytes is larger than the segment size limit {segment_bytes_max}")]
-    TooLarge { len: usize, segment_bytes_max: u64 },
-}
+/// Why a record batch handed to [`crate::PartitionLog::append`] was refused;
+/// shared with the protocol crate, which maps each to Kafka's error code.
+pub use protocol::BatchError;
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]

@@ -401,7 +401,7 @@ impl PartitionLog {
         }
         let segment_bytes_max = self.shared.state.borrow().config.segment_bytes_max;
         if records.len() as u64 > segment_bytes_max {
-            return Err(BatchError::TooLarge { len: records.len(), segment_bytes_max }.into());
+            return Err(BatchError::TooLarge { len: records.len(), size_bytes_max: segment_bytes_max }.into());
         }
         let mut headers = Vec::new();
         let mut at = 0;

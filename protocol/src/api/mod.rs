@@ -1,0 +1,89 @@
+//! The one table of Kafka APIs Stele implements, with the versions it
+//! implements. ApiVersions answers from it and the broker dispatches by it,
+//! so an API is advertised exactly when its handler exists.
+//!
+//! To add an API: add its row to [`SUPPORTED_APIS`] in the same change as its
+//! handler in `broker/src/handlers/<api>.rs`, and the same row to the table
+//! in `docs/protocol.md` (a test compares the two). A row's range must lie
+//! inside what the `kafka-protocol` codecs can decode (also tested).
+
+pub mod api_versions;
+
+pub use kafka_protocol::messages::ApiKey;
+pub use kafka_protocol::protocol::VersionRange;
+
+use crate::error::DecodeError;
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedApi {
+    pub api_key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+}
+
+const fn api(api_key: ApiKey, min_version: i16, max_version: i16) -> SupportedApi {
+    SupportedApi { api_key, min_version, max_version }
+}
+
+/// What the broker implements. Versions below a client's need are the
+/// client's problem; versions above what we implement must never appear.
+pub const SUPPORTED_APIS: &[SupportedApi] = &[
+    // 0-2 non-flexible, 3-4 flexible (request header v2, response header v0).
+    api(ApiKey::ApiVersions, 0, 4),
+];
+
+/// The versions of `api_key` that the broker implements, if any.
+pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|row| row.api_key == api_key)
+        .map(|row| VersionRange { min: row.min_version, max: row.max_version })
+}
+
+/// Ok when the broker implements `api_key` at `version`.
+pub fn check_supported(api_key: ApiKey, version: i16) -> Result<(), DecodeError> {
+    let range = supported_versions(api_key).unwrap_or(VersionRange { min: 0, max: -1 });
+    if version < range.min || version > range.max {
+        return Err(DecodeError::UnsupportedVersion { api_key, version, min: range.min, max: range.max });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_decodable_and_listed_once() {
+        // Proves the table never advertises a version the codecs cannot
+        // decode, and that no API appears twice.
+        for (i, row) in SUPPORTED_APIS.iter().enumerate() {
+            let codec = row.api_key.valid_versions();
+            assert!(
+                row.min_version <= row.max_version && codec.min <= row.min_version && row.max_version <= codec.max,
+                "{:?} {}..={} is outside the codec's {}..={}",
+                row.api_key,
+                row.min_version,
+                row.max_version,
+                codec.min,
+                codec.max
+            );
+            assert!(SUPPORTED_APIS[..i].iter().all(|other| other.api_key != row.api_key), "{:?} twice", row.api_key);
+        }
+    }
+
+    #[test]
+    fn unsupported_versions_name_the_range() {
+        // Proves the error for a version outside the table carries the range.
+        assert!(check_supported(ApiKey::ApiVersions, 4).is_ok());
+        match check_supported(ApiKey::ApiVersions, 5) {
+            Err(DecodeError::UnsupportedVersion { version: 5, min: 0, max: 4, .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            check_supported(ApiKey::Produce, 9),
+            Err(DecodeError::UnsupportedVersion { min: 0, max: -1, .. })
+        ));
+    }
+}
