@@ -7,8 +7,8 @@
 //! is touched; and decoding a Produce request does not copy record bytes:
 //! the `records` field is a slice of the frame.
 //!
-//! One exception follows Kafka: an ApiVersions request of a version newer
-//! than the codecs know decodes to an empty body at that version, so the
+//! One exception follows Kafka: an ApiVersions request of a version the
+//! codecs do not know decodes to an empty body at that version, so the
 //! broker can answer it with UNSUPPORTED_VERSION ([`crate::api::api_versions`]).
 //!
 //! Known limitation of `kafka-protocol` 0.18: array decoders pre-size their
@@ -24,7 +24,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, Reques
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::error::{DecodeError, EncodeError, Part};
-use crate::header::{self, REQUEST_HEADER_FIXED_BYTES};
+use crate::header;
 
 /// A decoded request: its header and body.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +85,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
         guarded(api_key, version, Part::RequestHeader, || boxed(RequestHeader::decode(&mut frame, header_version)))?;
     let range = api_key.valid_versions();
     if version < range.min || version > range.max {
-        if api_key == ApiKey::ApiVersions && version > range.max {
+        if api_key == ApiKey::ApiVersions {
             let body = RequestKind::ApiVersions(ApiVersionsRequest::default());
             return Ok(Request { api_key, header, body });
         }
@@ -177,7 +177,3 @@ pub fn decode_response(mut frame: Bytes, api_key: ApiKey, version: i16) -> Resul
         guarded(api_key, version, Part::ResponseBody, || boxed(ResponseKind::decode(api_key, &mut frame, version)))?;
     Ok((response_header.correlation_id, body))
 }
-
-/// Size of the fixed fields at the start of every request frame; shorter
-/// frames are refused before decoding.
-pub const REQUEST_BYTES_MIN: usize = REQUEST_HEADER_FIXED_BYTES;

@@ -77,6 +77,16 @@ fn api_versions_of_an_unknown_version_is_answered_with_v0_and_error_35() {
     };
     assert_eq!(correlation_id, 77);
     assert!(back.api_keys.iter().any(|entry| entry.api_key == 18));
+
+    // Below the minimum (a negative version) gets the same answer, as in Kafka.
+    let mut wire = BytesMut::new();
+    wire.put_i16(18);
+    wire.put_i16(-1);
+    wire.put_i32(78);
+    wire.put_i16(-1);
+    let request = decode_request(wire.freeze()).unwrap();
+    let RequestKind::ApiVersions(body) = &request.body else { panic!("wrong body") };
+    assert_eq!(api_versions::respond(-1, body, api::SUPPORTED_APIS).1.error_code, 35);
 }
 
 #[test]
