@@ -50,7 +50,7 @@ fn guarded<T>(
     api_key: ApiKey,
     version: i16,
     part: Part,
-    decode: impl FnOnce() -> anyhow_free::Result<T>,
+    decode: impl FnOnce() -> GeneratedResult<T>,
 ) -> Result<T, DecodeError> {
     match catch_unwind(AssertUnwindSafe(decode)) {
         Ok(Ok(value)) => Ok(value),
@@ -59,13 +59,11 @@ fn guarded<T>(
     }
 }
 
-/// `kafka-protocol` reports errors as `anyhow::Error`; this alias keeps that
-/// crate out of our public API.
-mod anyhow_free {
-    pub type Result<T> = std::result::Result<T, Box<dyn std::fmt::Display>>;
-}
+/// What a generated codec returns, its error reduced to its message:
+/// `kafka-protocol` reports `anyhow::Error`, which stays out of our API.
+type GeneratedResult<T> = Result<T, Box<dyn std::fmt::Display>>;
 
-fn boxed<T, E: std::fmt::Display + 'static>(result: Result<T, E>) -> anyhow_free::Result<T> {
+fn boxed<T, E: std::fmt::Display + 'static>(result: Result<T, E>) -> GeneratedResult<T> {
     result.map_err(|err| Box::new(err) as Box<dyn std::fmt::Display>)
 }
 
