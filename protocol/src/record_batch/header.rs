@@ -188,18 +188,23 @@ pub fn check_crc(batch: &[u8], header: &BatchHeader, position: usize) -> Result<
 
 /// Parses and CRC-checks one complete batch at the start of `bytes`.
 pub fn validate_batch(bytes: &[u8], position: usize, size_bytes_max: usize) -> Result<BatchHeader, BatchError> {
+    let header = parse_whole_header(bytes, position, size_bytes_max)?;
+    check_crc(&bytes[..header.size_bytes], &header, position)?;
+    Ok(header)
+}
+
+/// Like [`parse_header`], but a batch that does not fit in `bytes` is an
+/// error too: `BadLength` once the length is readable, else `TruncatedHeader`.
+pub fn parse_whole_header(bytes: &[u8], position: usize, size_bytes_max: usize) -> Result<BatchHeader, BatchError> {
     match parse_header(bytes, position, size_bytes_max) {
-        HeaderParse::Complete(header) => {
-            check_crc(&bytes[..header.size_bytes], &header, position)?;
-            Ok(header)
-        }
+        HeaderParse::Complete(header) => Ok(header),
         HeaderParse::Invalid(err) => Err(err),
-        HeaderParse::Incomplete { needed } => Err(match needed {
-            Some(length) => {
-                BatchError::BadLength { position, length: (length - LOG_OVERHEAD_BYTES) as i32, available: bytes.len() }
-            }
-            None => BatchError::TruncatedHeader { len: bytes.len(), needed: HEADER_BYTES },
-        }),
+        HeaderParse::Incomplete { needed: Some(size) } => {
+            Err(BatchError::BadLength { position, length: (size - LOG_OVERHEAD_BYTES) as i32, available: bytes.len() })
+        }
+        HeaderParse::Incomplete { needed: None } => {
+            Err(BatchError::TruncatedHeader { len: bytes.len(), needed: HEADER_BYTES })
+        }
     }
 }
 

@@ -76,23 +76,11 @@ impl RecordBatch {
     /// Takes the batch at the start of `bytes`, which must hold exactly one
     /// whole batch. Checks the header (length, magic, counts), not the CRC.
     pub fn new(bytes: Bytes, position: usize) -> Result<RecordBatch, BatchError> {
-        match header::parse_header(&bytes, position, bytes.len()) {
-            HeaderParse::Complete(header) if header.size_bytes == bytes.len() => {
-                Ok(RecordBatch { bytes, header, position })
-            }
-            HeaderParse::Complete(header) => {
-                Err(BatchError::TrailingBytes { position, trailing: bytes.len() - header.size_bytes })
-            }
-            HeaderParse::Invalid(err) => Err(err),
-            HeaderParse::Incomplete { needed: None } => {
-                Err(BatchError::TruncatedHeader { len: bytes.len(), needed: HEADER_BYTES })
-            }
-            HeaderParse::Incomplete { needed: Some(size) } => Err(BatchError::BadLength {
-                position,
-                length: (size - LOG_OVERHEAD_BYTES) as i32,
-                available: bytes.len(),
-            }),
+        let header = header::parse_whole_header(&bytes, position, bytes.len())?;
+        if header.size_bytes != bytes.len() {
+            return Err(BatchError::TrailingBytes { position, trailing: bytes.len() - header.size_bytes });
         }
+        Ok(RecordBatch { bytes, header, position })
     }
 
     /// The whole batch, header included, exactly as it arrived.
@@ -162,8 +150,10 @@ impl RecordBatch {
 
     /// The compression codec; codec ids 5-7 are an error.
     pub fn codec(&self) -> Result<Codec, BatchError> {
-        Codec::from_attributes(self.header.attributes)
-            .map_err(|_| BatchError::UnknownCodec { position: self.position, codec: self.header.attributes & 0x07 })
+        Codec::from_attributes(self.header.attributes).map_err(|_| BatchError::UnknownCodec {
+            position: self.position,
+            codec: self.header.attributes & attributes::CODEC_MASK,
+        })
     }
 
     pub fn timestamp_type(&self) -> TimestampType {

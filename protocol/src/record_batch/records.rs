@@ -160,82 +160,41 @@ fn parse_record(data: &[u8], at: &mut usize) -> Result<RecordLayout, &'static st
     })
 }
 
-/// Walks the records of an uncompressed records buffer, possibly in steps
-/// (records that lie wholly before a point, then the rest).
-pub(super) struct RecordWalker {
-    at: usize,
-    count: usize,
-    previous_delta: i32,
-    consecutive: bool,
-    max_timestamp_delta: i64,
-    position: usize,
-}
-
-impl RecordWalker {
-    pub(super) fn new(position: usize) -> RecordWalker {
-        RecordWalker { at: 0, count: 0, previous_delta: -1, consecutive: true, max_timestamp_delta: i64::MIN, position }
-    }
-
-    /// Walks the records that lie wholly before `ready_end`; at the end of
-    /// the buffer (`ready_end == data.len()`) walks all that are left, and
-    /// a record running past the buffer is an error.
-    pub(super) fn walk(&mut self, data: &[u8], ready_end: usize) -> Result<(), BatchError> {
-        while self.at < data.len() {
-            if ready_end < data.len() && !record_ends_before(data, self.at, ready_end) {
-                return Ok(());
-            }
-            let record_position = self.at;
-            let layout = parse_record(data, &mut self.at).map_err(|reason| BatchError::BadRecord {
-                position: self.position,
-                record_index: self.count,
-                record_position,
-                reason,
-            })?;
-            if layout.offset_delta <= self.previous_delta {
-                return Err(BatchError::OffsetDeltaOrder {
-                    position: self.position,
-                    record_index: self.count,
-                    offset_delta: layout.offset_delta,
-                    previous: self.previous_delta,
-                });
-            }
-            self.consecutive &= i64::from(layout.offset_delta) == self.count as i64;
-            self.previous_delta = layout.offset_delta;
-            self.max_timestamp_delta = self.max_timestamp_delta.max(layout.timestamp_delta);
-            self.count += 1;
-        }
-        Ok(())
-    }
-
-    pub(super) fn finish(self, base_timestamp: i64) -> RecordsSummary {
-        RecordsSummary {
-            records_count: self.count,
-            last_offset_delta: self.previous_delta.max(0),
-            offset_deltas_consecutive: self.consecutive,
-            max_record_timestamp: base_timestamp.saturating_add(if self.count == 0 {
-                0
-            } else {
-                self.max_timestamp_delta
-            }),
-        }
-    }
-}
-
-/// True when the record at `at` has a readable length and ends by `ready_end`.
-#[inline]
-fn record_ends_before(data: &[u8], at: usize, ready_end: usize) -> bool {
-    let mut peek = at;
-    match read_varint(&data[..ready_end], &mut peek) {
-        Ok(length) if length >= 0 => peek + length as usize <= ready_end,
-        _ => false,
-    }
-}
-
-/// Walks every record of an uncompressed records buffer in one go.
+/// Walks every record of an uncompressed records buffer: framing, offset
+/// delta order, and what the header must agree with.
 pub(super) fn summarize(data: &[u8], base_timestamp: i64, position: usize) -> Result<RecordsSummary, BatchError> {
-    let mut walker = RecordWalker::new(position);
-    walker.walk(data, data.len())?;
-    Ok(walker.finish(base_timestamp))
+    let mut at = 0;
+    let mut count = 0usize;
+    let mut previous_delta = -1i32;
+    let mut consecutive = true;
+    let mut max_timestamp_delta = i64::MIN;
+    while at < data.len() {
+        let record_position = at;
+        let layout = parse_record(data, &mut at).map_err(|reason| BatchError::BadRecord {
+            position,
+            record_index: count,
+            record_position,
+            reason,
+        })?;
+        if layout.offset_delta <= previous_delta {
+            return Err(BatchError::OffsetDeltaOrder {
+                position,
+                record_index: count,
+                offset_delta: layout.offset_delta,
+                previous: previous_delta,
+            });
+        }
+        consecutive &= i64::from(layout.offset_delta) == count as i64;
+        previous_delta = layout.offset_delta;
+        max_timestamp_delta = max_timestamp_delta.max(layout.timestamp_delta);
+        count += 1;
+    }
+    Ok(RecordsSummary {
+        records_count: count,
+        last_offset_delta: previous_delta.max(0),
+        offset_deltas_consecutive: consecutive,
+        max_record_timestamp: base_timestamp.saturating_add(if count == 0 { 0 } else { max_timestamp_delta }),
+    })
 }
 
 /// Iterator over the records of a batch. Yields at most the declared count
