@@ -591,6 +591,21 @@ impl PartitionLog {
             .await
     }
 
+    /// Waits until a record at or above `offset` exists: durable ones only
+    /// when `durable` (a consumer's view under the always-flush policy),
+    /// appended ones otherwise. Fetch long-polls use it; a failed or closed
+    /// log ends the wait too, so the caller re-reads and sees the error.
+    pub async fn wait_for_records_from(&self, offset: i64, durable: bool) {
+        self.shared
+            .changed
+            .wait_for(|| {
+                let state = self.shared.state.borrow();
+                let end = if durable { state.durable_offset } else { state.next_offset };
+                (end > offset || state.failed.is_some() || state.closing || state.flusher_done).then_some(())
+            })
+            .await
+    }
+
     /// Writes and fsyncs everything appended so far, whatever the policy.
     pub async fn flush(&self) -> Result<()> {
         let target = {

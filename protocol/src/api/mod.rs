@@ -29,8 +29,20 @@ const fn api(api_key: ApiKey, min_version: i16, max_version: i16) -> SupportedAp
 /// What the broker implements. Versions below a client's need are the
 /// client's problem; versions above what we implement must never appear.
 pub const SUPPORTED_APIS: &[SupportedApi] = &[
+    // v3 is the first with v2 record batches; v13 addresses topics by id.
+    api(ApiKey::Produce, 3, 12),
+    // v4 is Kafka 4's minimum; v13+ address topics by id; v17 adds replica
+    // directories that only followers send.
+    api(ApiKey::Fetch, 4, 16),
+    // -4/-5 (v8/v9) are answered as earliest/latest: no tiered storage.
+    api(ApiKey::ListOffsets, 1, 10),
+    api(ApiKey::Metadata, 0, 13),
     // 0-2 non-flexible, 3-4 flexible (request header v2, response header v0).
     api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    // Idempotent producers only; transactional ids are refused.
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The versions of `api_key` that the broker implements, if any.
@@ -82,7 +94,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(
-            check_supported(ApiKey::Produce, 9),
+            check_supported(ApiKey::JoinGroup, 5),
             Err(DecodeError::UnsupportedVersion { min: 0, max: -1, .. })
         ));
     }

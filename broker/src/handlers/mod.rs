@@ -1,0 +1,79 @@
+//! One handler per Kafka API (`<kafka_api>.rs`), and the dispatch from a
+//! decoded request to its handler.
+//!
+//! To add an API: write `handlers/<api>.rs`, add its arm to [`handle`], its
+//! row to `protocol::api::SUPPORTED_APIS` and to the table in
+//! docs/protocol.md (a test compares the two). An API without a row here is
+//! never advertised, and a request for it closes the connection before it
+//! reaches [`handle`].
+
+mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::rc::Rc;
+
+use futures::future::LocalBoxFuture;
+use protocol::messages::{RequestKind, ResponseKind};
+use protocol::{Request, StrBytes};
+
+use crate::shard::Shard;
+
+/// A handler's answer.
+pub enum Reply {
+    /// Send this body at the request's version.
+    Now(ResponseKind),
+    /// Send this body at another version (ApiVersions' v0 fallback).
+    AtVersion(i16, ResponseKind),
+    /// The body is ready later (acks=all waits for durability); answers
+    /// still leave in request order.
+    Later(LocalBoxFuture<'static, ResponseKind>),
+    /// No answer at all (Produce with acks=0).
+    Nothing,
+}
+
+impl Reply {
+    pub async fn resolve(self) -> Option<(Option<i16>, ResponseKind)> {
+        match self {
+            Reply::Now(body) => Some((None, body)),
+            Reply::AtVersion(version, body) => Some((Some(version), body)),
+            Reply::Later(body) => Some((None, body.await)),
+            Reply::Nothing => None,
+        }
+    }
+}
+
+/// Runs a request's handler. The request's API and version are already
+/// known to be in `protocol::api::SUPPORTED_APIS`.
+pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
+    let version = request.api_version();
+    match request.body {
+        RequestKind::ApiVersions(body) => api_versions::handle(version, &body),
+        RequestKind::Metadata(body) => Reply::Now(ResponseKind::Metadata(metadata::handle(shard, version, body).await)),
+        RequestKind::Produce(body) => produce::handle(shard, version, body).await,
+        RequestKind::Fetch(body) => Reply::Now(ResponseKind::Fetch(fetch::handle(shard, version, body).await)),
+        RequestKind::ListOffsets(body) => {
+            Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(shard, version, body).await))
+        }
+        RequestKind::CreateTopics(body) => {
+            Reply::Now(ResponseKind::CreateTopics(create_topics::handle(shard, version, body).await))
+        }
+        RequestKind::DeleteTopics(body) => {
+            Reply::Now(ResponseKind::DeleteTopics(delete_topics::handle(shard, version, body).await))
+        }
+        RequestKind::InitProducerId(body) => {
+            Reply::Now(ResponseKind::InitProducerId(init_producer_id::handle(shard, version, body).await))
+        }
+        other => unreachable!("{:?} is advertised without a handler", std::mem::discriminant(&other)),
+    }
+}
+
+/// A Rust string as the protocol's string type.
+pub(crate) fn str_bytes(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_owned())
+}

@@ -1,0 +1,34 @@
+//! # The `stele` broker
+//!
+//! A thread-per-core Kafka-compatible server: one glommio executor per core,
+//! each accepting connections on the same port (SO_REUSEPORT) and owning the
+//! partitions placed on it. Requests touching another shard's partitions are
+//! forwarded over cross-executor channels and the answers gathered.
+//!
+//! # Layout
+//! - [`config`]: the broker's configuration file and its validation.
+//! - [`topic_config`]: Kafka's topic-level keys (`segment.bytes`, ...) mapped
+//!   onto engine settings; the one place those spellings live.
+//! - [`metadata`]: cluster metadata (topics, partitions, placement) and its
+//!   durable metadata log.
+//! - [`producer_state`]: idempotent producers' sequence tracking per partition.
+//! - [`server`]: startup checks, the shards' lifecycle, graceful shutdown.
+//! - [`shard`]: one executor's state and `invoke_on` between shards.
+//! - [`controller`]: the metadata writer on shard 0 and snapshot publishing.
+//! - [`connection`]: one client connection: frames in, answers out in order.
+//! - [`handlers`]: one module per Kafka API.
+//! - [`partition`]: a partition's log plus Kafka's produce rules.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod controller;
+mod event;
+pub mod handlers;
+pub mod metadata;
+pub mod partition;
+pub mod producer_state;
+pub mod server;
+pub mod shard;
+pub mod topic_config;

@@ -1,0 +1,290 @@
+//! Helpers for the end-to-end tests: the real `stele` binary started on a
+//! free loopback port with a temporary data directory, and librdkafka
+//! clients (the `rdkafka` crate) pointed at it.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::TopicPartitionList;
+
+/// A running broker. Dropping it kills the process.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    shards: usize,
+    extra_args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Broker {
+    /// Starts a broker with 2 shards (so that requests cross shards).
+    pub fn start() -> Broker {
+        Broker::start_with(2, &[])
+    }
+
+    pub fn start_with(shards: usize, extra_args: &[&str]) -> Broker {
+        let temp = tempfile::Builder::new().prefix("stele-e2e-").tempdir_in(test_tmp_dir()).unwrap();
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            data_dir: temp.path().join("data"),
+            _temp: Some(temp),
+            shards,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        broker.spawn();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.parent().unwrap().join("stele.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        // Earlier runs' lines stay in the log; readiness is judged on this run's.
+        let log_start = self.log().len();
+        let child = Command::new(env!("CARGO_BIN_EXE_stele"))
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--shards")
+            .arg(self.shards.to_string())
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("stele binary starts");
+        self.child = Some(child);
+        self.wait_ready(log_start);
+    }
+
+    fn wait_ready(&mut self, log_start: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("stele exited during startup with {status}:\n{}", self.log());
+            }
+            let ready = self.log().get(log_start..).is_some_and(|run| run.contains("ready: accepting Kafka clients"));
+            if ready && TcpStream::connect(self.bootstrap()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("stele did not become ready in 60 s:\n{}", self.log());
+    }
+
+    /// SIGTERM, then waits for exit; returns whether it exited with status 0.
+    pub fn stop(&mut self) -> bool {
+        let mut child = self.child.take().expect("running");
+        rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("stele did not stop within 60 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9: no flush, no clean shutdown marker.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Temporary directories on the disk the tests run on (not tmpfs), so that
+/// O_DIRECT is really exercised.
+pub fn test_tmp_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).to_path_buf();
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn client_config(broker: &Broker) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", broker.bootstrap()).set("broker.address.family", "v4");
+    config
+}
+
+pub fn producer(broker: &Broker, settings: &[(&str, &str)]) -> BaseProducer {
+    let mut config = client_config(broker);
+    config.set("linger.ms", "5").set("message.timeout.ms", "60000");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    config.create().expect("producer")
+}
+
+/// Produces `records` (key, value) to `topic`/`partition` and waits until
+/// every one is acknowledged; panics on a delivery error.
+pub fn produce_all(
+    producer: &BaseProducer,
+    topic: &str,
+    partition: Option<i32>,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+) {
+    for (key, value) in records {
+        let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).payload(value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        let mut pending = record;
+        loop {
+            match producer.send(pending) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    producer.poll(Duration::from_millis(10));
+                    pending = back;
+                }
+                Err((err, _)) => panic!("send failed: {err}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).expect("all records acknowledged");
+}
+
+/// A consumed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub timestamp: Option<i64>,
+}
+
+pub fn consumer(broker: &Broker, settings: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = client_config(broker);
+    config
+        .set("group.id", "stele-e2e")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    config.create().expect("consumer")
+}
+
+/// Reads `count` records from the given partitions starting at `offset`
+/// (an rdkafka Offset), or panics after `timeout`.
+pub fn consume(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    offset: rdkafka::Offset,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        assignment.add_partition_offset(topic, *partition, offset).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < count {
+        assert!(Instant::now() < deadline, "consumed {} of {count} records before the timeout: {out:?}", out.len());
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(err)) => panic!("consume error: {err}"),
+            Some(Ok(message)) => out.push(Consumed {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().unwrap_or_default().to_vec(),
+                timestamp: message.timestamp().to_millis(),
+            }),
+        }
+    }
+    out
+}
+
+/// Polls for `quiet` and returns anything that arrives (to prove no extra
+/// records exist).
+pub fn drain(consumer: &BaseConsumer, quiet: Duration) -> Vec<Consumed> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + quiet;
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(Consumed {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().unwrap_or_default().to_vec(),
+                timestamp: message.timestamp().to_millis(),
+            });
+        }
+    }
+    out
+}
+
+/// Creates a topic with the admin client and waits for the answer.
+pub fn create_topic(broker: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client_config(broker).create().unwrap();
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
+    let results = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("creating {topic}: {code}"));
+    }
+}
