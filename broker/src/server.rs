@@ -302,11 +302,33 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 }
 
 /// glommio binds with SO_REUSEPORT, so a second broker on the same port
-/// would bind successfully and take half the connections: a plain bind
-/// first proves nobody else listens there. Returns the port bound.
+/// would bind successfully and take half the connections. A bind without
+/// SO_REUSEPORT first proves nobody else listens there. That bind also
+/// fails while connections of a previous run sit in TIME_WAIT (after a
+/// restart or kill -9; they carry the old listener's SO_REUSEPORT), so a
+/// refused bind is confirmed by connecting: only a listener answers.
+/// Returns the port bound.
 fn check_port_free(config: &Config) -> anyhow::Result<u16> {
-    match std::net::TcpListener::bind(config.listen) {
-        Ok(listener) => Ok(listener.local_addr()?.port()),
+    let probe = || -> std::io::Result<u16> {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(config.listen), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        match socket.bind(&config.listen.into()) {
+            Ok(()) => Ok(socket.local_addr()?.as_socket().map_or(0, |a| a.port())),
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && config.listen.port() != 0 => {
+                let mut target = config.listen;
+                if target.ip().is_unspecified() {
+                    target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+                    Ok(_) => Err(err),
+                    Err(_) => Ok(config.listen.port()),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    };
+    match probe() {
+        Ok(port) => Ok(port),
         Err(err) => bail!(
             "cannot listen on {}: {err} (another process, perhaps another stele, is using the port; \
              `ss -ltnp 'sport = :{}'` shows which)",
