@@ -35,6 +35,13 @@ use crate::BLOCK_BYTES;
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean_shutdown";
 const CLEAN_SHUTDOWN_MAGIC: [u8; 4] = *b"SXCS";
 const CLEAN_SHUTDOWN_VERSION: u16 = 1;
+/// Name of the file holding a log start offset moved by
+/// [`PartitionLog::delete_records_before`] (Kafka's DeleteRecords). Absent
+/// in directories where no records were ever deleted that way: the start is
+/// then the first segment's base offset, as before this file existed.
+pub const LOG_START_OFFSET_FILE: &str = "log_start_offset";
+const LOG_START_OFFSET_MAGIC: [u8; 4] = *b"SXLS";
+const LOG_START_OFFSET_VERSION: u16 = 1;
 /// Smallest chunk a write buffer starts with; chunks double up to
 /// `ShardLimits::write_chunk_bytes_max` while a log stays busy, so that it
 /// writes large blocks, and shrink again when it goes quiet.
@@ -184,6 +191,9 @@ struct LogState {
     rolling: bool,
     /// Set while a truncation runs; appends wait.
     exclusive: bool,
+    /// Set while `delete_records_before` writes the log start offset file:
+    /// one writer of that file at a time.
+    moving_log_start: bool,
     /// True while the flusher awaits one of its steps.
     flusher_busy: bool,
     /// Write rounds issued and not yet retired, oldest first.
@@ -267,7 +277,13 @@ impl PartitionLog {
         let io_mode = storage_file::probe_io_mode(&dir).await?;
         let recovered = crate::recovery::recover(&dir, io_mode, &config).await?;
         let next_offset = recovered.segments.values().next_back().map(|s| s.next_offset).unwrap_or(0);
-        let log_start_offset = recovered.segments.values().next().map(|s| s.base_offset).unwrap_or(0);
+        let first_base = recovered.segments.values().next().map(|s| s.base_offset).unwrap_or(0);
+        // A start moved by DeleteRecords was only ever written below durable
+        // data, so it cannot lie past the recovered end; clamp anyway rather
+        // than serve a start beyond the end.
+        let log_start_offset = read_log_start_offset(&dir)
+            .await?
+            .map_or(first_base, |saved| saved.clamp(first_base, next_offset.max(first_base)));
         let state = LogState {
             config,
             segments: recovered.segments,
@@ -288,6 +304,7 @@ impl PartitionLog {
             failed: None,
             rolling: false,
             exclusive: false,
+            moving_log_start: false,
             flusher_busy: false,
             rounds: VecDeque::new(),
             next_round_id: 0,
@@ -1130,7 +1147,10 @@ impl PartitionLog {
                 let too_big = retention_bytes.is_some_and(|max| total - oldest.size_bytes >= max);
                 let too_old =
                     retention_ms.is_some_and(|ms| oldest.max_timestamp >= 0 && oldest.max_timestamp < now_ms - ms);
-                if !(oldest.sealed && (too_big || too_old)) {
+                // Wholly below a start moved by DeleteRecords: unreadable, so
+                // deleted whatever the retention settings say.
+                let below_start = oldest.next_offset <= state.log_start_offset;
+                if !(oldest.sealed && (too_big || too_old || below_start)) {
                     break;
                 }
                 let (_, segment) = state.segments.pop_first().expect("segments");
@@ -1154,6 +1174,83 @@ impl PartitionLog {
             storage_file::sync_dir(&self.shared.dir).await?;
         }
         Ok(doomed.len())
+    }
+
+    /// Moves the log start offset up to `offset` (Kafka's DeleteRecords):
+    /// records below it can no longer be read, and sealed segments wholly
+    /// below it are deleted. The new start is durable on return (it
+    /// survives a restart or a crash). Returns the log start offset after the
+    /// call, which is the current one when `offset` is not above it. An
+    /// offset beyond the log end is `OffsetOutOfRange`; the caller (the
+    /// broker) enforces Kafka's tighter bound, the high watermark.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64> {
+        {
+            let state = self.shared.state.borrow();
+            self.check_usable(&state)?;
+            if offset < 0 || offset > state.next_offset {
+                return Err(EngineError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.next_offset,
+                });
+            }
+            if offset <= state.log_start_offset {
+                return Ok(state.log_start_offset);
+            }
+        }
+        // The saved start must never lie past what a crash keeps: recovery
+        // could otherwise cut the log below its own start.
+        if offset > self.durable_offset() {
+            self.flush().await?;
+        }
+        self.shared
+            .changed
+            .wait_for(|| {
+                let mut state = self.shared.state.borrow_mut();
+                (!state.moving_log_start).then(|| state.moving_log_start = true)
+            })
+            .await;
+        let result = self.move_log_start(offset).await;
+        self.shared.state.borrow_mut().moving_log_start = false;
+        self.shared.changed.notify_all();
+        result
+    }
+
+    async fn move_log_start(&self, offset: i64) -> Result<i64> {
+        if offset <= self.log_start_offset() {
+            return Ok(self.log_start_offset());
+        }
+        let path = self.shared.dir.join(LOG_START_OFFSET_FILE);
+        storage_file::write_file_atomically(&path, encode_log_start_offset(offset)).await?;
+        let doomed: Vec<Segment> = {
+            let mut state = self.shared.state.borrow_mut();
+            state.log_start_offset = offset;
+            while state
+                .tail_cache
+                .front()
+                .is_some_and(|b| b.last_offset < offset && b.last_offset < state.written_offset)
+            {
+                self.evict_front(&mut state);
+            }
+            let mut doomed = Vec::new();
+            while state.segments.len() > 1 {
+                let oldest = state.segments.values().next().expect("segments");
+                if !(oldest.sealed && oldest.next_offset <= offset) {
+                    break;
+                }
+                doomed.push(state.segments.pop_first().expect("segments").1);
+            }
+            doomed
+        };
+        for segment in &doomed {
+            tracing::info!(path = %segment.path().display(), base_offset = segment.base_offset, "deleted segment below the log start offset");
+            segment::remove_segment_files(&self.shared.dir, segment.base_offset).await?;
+        }
+        if !doomed.is_empty() {
+            storage_file::sync_dir(&self.shared.dir).await?;
+        }
+        tracing::info!(dir = %self.shared.dir.display(), log_start_offset = offset, "log start offset moved");
+        Ok(offset)
     }
 
     /// Removes every batch at or after the one holding `offset` (Kafka's
@@ -1370,6 +1467,49 @@ pub(crate) fn encode_clean_shutdown(active_base: i64, active_size: u64, next_off
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// Log start offset file layout: magic "SXLS", version u16, reserved u16,
+/// log start offset i64, CRC32C u32 of the preceding bytes. All big-endian.
+pub(crate) fn encode_log_start_offset(log_start_offset: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20);
+    out.extend_from_slice(&LOG_START_OFFSET_MAGIC);
+    out.extend_from_slice(&LOG_START_OFFSET_VERSION.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&log_start_offset.to_be_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The saved log start offset, if intact.
+pub(crate) fn decode_log_start_offset(bytes: &[u8]) -> Option<i64> {
+    if bytes.len() != 20 || bytes[0..4] != LOG_START_OFFSET_MAGIC {
+        return None;
+    }
+    if u16::from_be_bytes(bytes[4..6].try_into().ok()?) != LOG_START_OFFSET_VERSION {
+        return None;
+    }
+    if crc32c::crc32c(&bytes[..16]) != u32::from_be_bytes(bytes[16..20].try_into().ok()?) {
+        return None;
+    }
+    Some(i64::from_be_bytes(bytes[8..16].try_into().ok()?))
+}
+
+/// Reads the log start offset file. A damaged one is an error, not a
+/// silent reset: it is written atomically, so damage means the disk lost
+/// bytes, and guessing a lower start would resurrect deleted records.
+async fn read_log_start_offset(dir: &Path) -> Result<Option<i64>> {
+    let path = dir.join(LOG_START_OFFSET_FILE);
+    let Some(bytes) = storage_file::read_small_file(&path).await? else {
+        return Ok(None);
+    };
+    decode_log_start_offset(&bytes).map(Some).ok_or_else(|| EngineError::Corrupt {
+        path,
+        position: 0,
+        offset: -1,
+        reason: "log start offset file: bad magic, version, length or CRC".to_string(),
+    })
 }
 
 /// The clean-shutdown marker's contents, if it is intact.
