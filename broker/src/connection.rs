@@ -28,8 +28,14 @@ use protocol::messages::ApiKey;
 use crate::handlers::{self, Reply};
 use crate::shard::Shard;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes asked of the socket per read: enough for many small pipelined
+/// requests, little for an idle connection (thousands of them must be cheap).
+const READ_CHUNK_BYTES_MIN: usize = 16 * 1024;
+/// Largest single read, when a big request is arriving.
+const READ_CHUNK_BYTES_MAX: usize = 1 << 20;
+/// An empty read buffer larger than this is given back, so one big request
+/// does not pin memory for the life of the connection.
+const IDLE_BUFFER_BYTES_MAX: usize = 256 * 1024;
 
 /// An answer queued for the writer: where it goes and what it is.
 struct Queued {
@@ -80,8 +86,11 @@ async fn read_requests(
                 return Err("writer stopped".into());
             }
         }
+        if buf.is_empty() && buf.capacity() > IDLE_BUFFER_BYTES_MAX {
+            buf = BytesMut::new();
+        }
         let len = buf.len();
-        buf.resize(len + READ_CHUNK_BYTES, 0);
+        buf.resize(len + read_chunk_bytes(&buf), 0);
         let read = {
             let read = std::pin::pin!(read_some(socket, &mut buf[len..]));
             let stop = std::pin::pin!(shard.stopping.wait());
@@ -106,6 +115,16 @@ async fn read_requests(
     }
 }
 
+/// How much to read next: the rest of the frame being received (its size
+/// prefix was already checked by the decoder), within the chunk bounds.
+fn read_chunk_bytes(buf: &[u8]) -> usize {
+    let Some(prefix) = buf.get(..4) else {
+        return READ_CHUNK_BYTES_MIN;
+    };
+    let frame_bytes = 4 + i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]).max(0) as usize;
+    frame_bytes.saturating_sub(buf.len()).clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX)
+}
+
 async fn write_answers(socket: Rc<RefCell<TcpStream>>, answers: local_channel::LocalReceiver<Queued>, peer: String) {
     let mut out = BytesMut::new();
     while let Some(queued) = answers.recv().await {
@@ -123,6 +142,9 @@ async fn write_answers(socket: Rc<RefCell<TcpStream>>, answers: local_channel::L
         if let Err(err) = write_all(&socket, &out).await {
             tracing::debug!(peer = %peer, error = %err, "write failed");
             return;
+        }
+        if out.capacity() > IDLE_BUFFER_BYTES_MAX {
+            out = BytesMut::new();
         }
     }
 }

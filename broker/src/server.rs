@@ -72,6 +72,7 @@ pub fn run_until(mut config: Config, shutdown: Arc<AtomicBool>) -> anyhow::Resul
         }
     }
     engine::memlock::ensure_memlock(MEMLOCK_BYTES_PER_SHARD * config.shards as u64).map_err(anyhow::Error::msg)?;
+    raise_open_files_limit();
     let (log, image) = MetadataLog::open(&config.data_dir)
         .with_context(|| format!("cannot load cluster metadata from {}", config.data_dir.display()))?;
     tracing::info!(
@@ -274,6 +275,22 @@ async fn warn_if_buffered_io(dir: &Path) {
         ),
         Err(err) => tracing::warn!(data_dir = %dir.display(), error = %err, "could not probe O_DIRECT support"),
     }
+}
+
+/// Each connection and each segment file is a descriptor; processes start
+/// with a soft limit (often 1024) far below the hard one. Raise it to the
+/// hard limit, as Kafka's packaging does with `ulimit -n`.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(err) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %err, "could not raise the open files limit (ulimit -n)");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    tracing::debug!(open_files_max = ?now, "open files limit");
 }
 
 /// Holds an exclusive lock on `<data_dir>/.lock` for the life of the
