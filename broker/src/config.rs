@@ -58,6 +58,9 @@ pub struct Config {
     /// Create a topic when a client asks for one that does not exist (Kafka:
     /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
+    /// How often each shard applies retention to its partitions (Kafka:
+    /// `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
     /// Broker-level defaults of topic configs.
     pub topic_defaults: TopicDefaults,
     /// One per shard, `[shard]` with that shard's `[shard.overrides.N]` applied.
@@ -186,6 +189,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("network", "requests_in_flight_per_connection_max"),
     ("topics", "auto.create.topics.enable"),
     ("topics", "num.partitions"),
+    ("topics", "log.retention.check.interval.ms"),
     ("shard", "write_buffer_bytes"),
     ("shard", "tail_cache_bytes"),
     ("shard", "io_depth"),
@@ -254,6 +258,7 @@ struct FileConfig {
     connections_per_shard_max: usize,
     requests_in_flight_per_connection_max: usize,
     auto_create_topics: bool,
+    retention_check_interval_ms: u64,
     topic_defaults: TopicDefaults,
     shard: ShardLimits,
     shard_overrides: BTreeMap<usize, ShardOverride>,
@@ -282,6 +287,7 @@ impl FileConfig {
             connections_per_shard_max: 10_000,
             requests_in_flight_per_connection_max: 32,
             auto_create_topics: true,
+            retention_check_interval_ms: 300_000,
             topic_defaults: TopicDefaults::default(),
             shard: ShardLimits::default(),
             shard_overrides: BTreeMap::new(),
@@ -362,6 +368,10 @@ impl FileConfig {
                 "num.partitions" => {
                     let expected = "a positive integer";
                     self.topic_defaults.partitions = reader.integer(key, value, 1, i32::MAX as i64, expected)? as i32;
+                }
+                "log.retention.check.interval.ms" => {
+                    let expected = "a positive number of milliseconds";
+                    self.retention_check_interval_ms = reader.integer(key, value, 1, i64::MAX, expected)? as u64;
                 }
                 _ => {
                     let topic_key =
@@ -451,6 +461,7 @@ impl FileConfig {
             connections_per_shard_max: self.connections_per_shard_max,
             requests_in_flight_per_connection_max: self.requests_in_flight_per_connection_max,
             auto_create_topics: self.auto_create_topics,
+            retention_check_interval_ms: self.retention_check_interval_ms,
             topic_defaults: self.topic_defaults,
             shard_limits,
         })

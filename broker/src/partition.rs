@@ -312,6 +312,15 @@ impl Partition {
         }
     }
 
+    /// Periodic upkeep (every `log.retention.check.interval.ms`): deletes
+    /// the segments retention no longer keeps and forgets idempotent
+    /// producers idle for longer than Kafka's `producer.id.expiration.ms`.
+    pub async fn housekeep(&self, now_ms: i64) -> Result<usize, EngineError> {
+        let deleted = self.log.apply_retention(now_ms).await?;
+        self.producers.borrow_mut().remove_expired(now_ms, crate::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT);
+        Ok(deleted)
+    }
+
     /// Resolves when a record at or above `offset` becomes visible.
     pub async fn wait_for_records_from(&self, offset: i64) {
         self.log.wait_for_records_from(offset, self.reads_durable_only()).await

@@ -35,6 +35,9 @@ const MEMLOCK_BYTES_PER_SHARD: u64 = 2 << 20;
 const IO_MEMORY_BYTES: usize = 1 << 20;
 /// How long shutdown waits for connections to finish what they have read.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a listener left by a killed process may linger (see
+/// `check_port_free`).
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(3);
 /// How often a shard looks at the shutdown flag set by the signal handler.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
@@ -199,6 +202,7 @@ async fn run_shard(
         );
     }
     let accepting = glommio::spawn_local(accept(shard.clone(), listener));
+    let housekeeping = glommio::spawn_local(housekeep(shard.clone()));
     while !start.shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(SIGNAL_POLL).await;
     }
@@ -207,6 +211,7 @@ async fn run_shard(
     }
     shard.stopping.set();
     accepting.await;
+    housekeeping.await;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while shard.connections.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -253,6 +258,37 @@ async fn accept(shard: Rc<Shard>, listener: glommio::net::TcpListener) {
             shard.connections.set(shard.connections.get() - 1);
         })
         .detach();
+    }
+}
+
+/// Applies retention (and producer expiry) to this shard's partitions every
+/// `log.retention.check.interval.ms`, until the shard stops.
+async fn housekeep(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.config.retention_check_interval_ms);
+    loop {
+        {
+            let tick = std::pin::pin!(glommio::timer::sleep(interval));
+            let stop = std::pin::pin!(shard.stopping.wait());
+            if let futures::future::Either::Right(_) = futures::future::select(tick, stop).await {
+                return;
+            }
+        }
+        let now_ms = crate::partition::now_ms();
+        for partition in shard.partitions() {
+            match partition.housekeep(now_ms).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(
+                    topic = %partition.topic,
+                    partition = partition.index,
+                    deleted,
+                    log_start_offset = partition.log.log_start_offset(),
+                    "retention deleted segments"
+                ),
+                Err(err) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %err, "retention failed")
+                }
+            }
+        }
     }
 }
 
@@ -321,9 +357,12 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 /// glommio binds with SO_REUSEPORT, so a second broker on the same port
 /// would bind successfully and take half the connections. A bind without
 /// SO_REUSEPORT first proves nobody else listens there. That bind also
-/// fails while connections of a previous run sit in TIME_WAIT (after a
-/// restart or kill -9; they carry the old listener's SO_REUSEPORT), so a
-/// refused bind is confirmed by connecting: only a listener answers.
+/// fails while connections of a previous run sit in TIME_WAIT (they carry
+/// the old listener's SO_REUSEPORT), so a refused bind is confirmed by
+/// connecting: only a listener answers. And a listener of a process killed
+/// with -9 outlives it briefly (the kernel tears io_uring rings down, and
+/// the files they hold, after the process is gone), so a listener must
+/// still answer after `PORT_RELEASE_WAIT` to count as another broker.
 /// Returns the port bound.
 fn check_port_free(config: &Config) -> anyhow::Result<u16> {
     let probe = || -> std::io::Result<u16> {
@@ -344,7 +383,13 @@ fn check_port_free(config: &Config) -> anyhow::Result<u16> {
             Err(err) => Err(err),
         }
     };
-    match probe() {
+    let deadline = Instant::now() + PORT_RELEASE_WAIT;
+    let mut result = probe();
+    while result.is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        result = probe();
+    }
+    match result {
         Ok(port) => Ok(port),
         Err(err) => bail!(
             "cannot listen on {}: {err} (another process, perhaps another stele, is using the port; \

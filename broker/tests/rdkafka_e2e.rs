@@ -205,3 +205,32 @@ fn idempotent_producer_across_kill_9_has_no_duplicates_and_no_gaps() {
     assert_eq!(values, expected, "each record once, in order");
     assert!(drain(&consumer, Duration::from_millis(500)).is_empty(), "no duplicates after the last record");
 }
+
+#[test]
+fn retention_deletes_old_segments_and_advances_the_low_watermark() {
+    // Proves the shards apply retention.ms on their own schedule
+    // (log.retention.check.interval.ms): old segments go, the log start
+    // offset moves, and consumers from the beginning start there.
+    let config_dir = tempfile::tempdir_in(test_tmp_dir()).unwrap();
+    let config = config_dir.path().join("stele.toml");
+    std::fs::write(&config, "[topics]\n\"log.retention.check.interval.ms\" = 200\n").unwrap();
+    let broker = Broker::start_with(2, &["--config", config.to_str().unwrap()]);
+    create_topic(&broker, "expiring", 1, &[("segment.bytes", "16384"), ("retention.ms", "1000")]);
+    // Small batches: a batch larger than segment.bytes is refused, as in Kafka.
+    let producer = producer(&broker, &[("linger.ms", "0"), ("batch.size", "4000")]);
+    let big: Vec<_> = (0..40).map(|i| (None, vec![b'a' + (i % 26) as u8; 1000])).collect();
+    produce_all(&producer, "expiring", Some(0), &big);
+    let consumer = consumer(&broker, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (low, high) = loop {
+        let (low, high) = consumer.fetch_watermarks("expiring", 0, Duration::from_secs(10)).unwrap();
+        if low > 0 || std::time::Instant::now() > deadline {
+            break (low, high);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(low > 0 && high == 40, "watermarks ({low}, {high}): retention did not run");
+    let got = consume(&consumer, "expiring", &[0], Offset::Beginning, 1, Duration::from_secs(20));
+    assert_eq!(got[0].offset, low, "a consumer from the beginning starts at the new log start");
+    assert!(broker.log().contains("retention deleted segments"), "{}", broker.log());
+}

@@ -17,7 +17,7 @@ fn a_second_broker_on_the_same_data_dir_fails_naming_the_holder() {
     // Proves the data directory lock: a second process fails at once with a
     // message naming the directory and the pid holding it.
     let broker = Broker::start();
-    let other_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let other_port = free_port().to_string();
     let dir = broker.data_dir.to_str().unwrap().to_owned();
     let (code, stderr) =
         run_stele(&["--data-dir", &dir, "--listen", &format!("127.0.0.1:{other_port}"), "--shards", "1"]);

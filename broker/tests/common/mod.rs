@@ -25,8 +25,21 @@ pub struct Broker {
     extra_args: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A free port below the kernel's ephemeral range (32768+). Ports the
+/// kernel hands out for port 0 could be given to a parallel test while a
+/// broker is down for a restart; these are only handed out here, in order.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ =
+        NEXT.compare_exchange(0, 20_000 + (std::process::id() % 600) as u16 * 20, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_768, "ran out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Broker {
@@ -166,19 +179,47 @@ pub fn client_config(broker: &Broker) -> ClientConfig {
     config
 }
 
-pub fn producer(broker: &Broker, settings: &[(&str, &str)]) -> BaseProducer {
+/// Records delivery failures, which librdkafka reports only through the
+/// producer context: a test that ignored them could not fail.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failures: std::sync::Mutex<Vec<String>>,
+}
+
+impl rdkafka::ClientContext for DeliveryTracker {}
+
+impl rdkafka::producer::ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((err, message)) = result {
+            let what = format!("{}[{}]: {err}", message.topic(), message.partition());
+            self.failures.lock().unwrap().push(what);
+        }
+    }
+}
+
+pub type TestProducer = BaseProducer<DeliveryTracker>;
+
+impl DeliveryTracker {
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap().clone()
+    }
+}
+
+pub fn producer(broker: &Broker, settings: &[(&str, &str)]) -> TestProducer {
     let mut config = client_config(broker);
     config.set("linger.ms", "5").set("message.timeout.ms", "60000");
     for (key, value) in settings {
         config.set(*key, *value);
     }
-    config.create().expect("producer")
+    config.create_with_context(DeliveryTracker::default()).expect("producer")
 }
 
 /// Produces `records` (key, value) to `topic`/`partition` and waits until
 /// every one is acknowledged; panics on a delivery error.
 pub fn produce_all(
-    producer: &BaseProducer,
+    producer: &TestProducer,
     topic: &str,
     partition: Option<i32>,
     records: &[(Option<Vec<u8>>, Vec<u8>)],
@@ -208,6 +249,8 @@ pub fn produce_all(
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60)).expect("all records acknowledged");
+    let failures = producer.context().failures();
+    assert!(failures.is_empty(), "delivery failed: {failures:?}");
 }
 
 /// A consumed record.
