@@ -7,13 +7,22 @@
 //! never advertised, and a request for it closes the connection before it
 //! reaches [`handle`].
 
+mod alter_configs;
 mod api_versions;
+mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod describe_log_dirs;
+mod describe_topic_partitions;
 mod fetch;
+mod incremental_alter_configs;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 
 use std::rc::Rc;
@@ -68,6 +77,33 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         }
         RequestKind::InitProducerId(body) => {
             Reply::Now(ResponseKind::InitProducerId(init_producer_id::handle(shard, version, body).await))
+        }
+        RequestKind::CreatePartitions(body) => {
+            Reply::Now(ResponseKind::CreatePartitions(create_partitions::handle(shard, version, body).await))
+        }
+        RequestKind::DescribeConfigs(body) => {
+            Reply::Now(ResponseKind::DescribeConfigs(describe_configs::handle(shard, version, body).await))
+        }
+        RequestKind::AlterConfigs(body) => {
+            Reply::Now(ResponseKind::AlterConfigs(alter_configs::handle(shard, version, body).await))
+        }
+        RequestKind::IncrementalAlterConfigs(body) => Reply::Now(ResponseKind::IncrementalAlterConfigs(
+            incremental_alter_configs::handle(shard, version, body).await,
+        )),
+        RequestKind::DescribeCluster(body) => {
+            Reply::Now(ResponseKind::DescribeCluster(describe_cluster::handle(shard, version, body).await))
+        }
+        RequestKind::DescribeTopicPartitions(body) => Reply::Now(ResponseKind::DescribeTopicPartitions(
+            describe_topic_partitions::handle(shard, version, body).await,
+        )),
+        RequestKind::OffsetForLeaderEpoch(body) => {
+            Reply::Now(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(shard, version, body).await))
+        }
+        RequestKind::DeleteRecords(body) => {
+            Reply::Now(ResponseKind::DeleteRecords(delete_records::handle(shard, version, body).await))
+        }
+        RequestKind::DescribeLogDirs(body) => {
+            Reply::Now(ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, version, body).await))
         }
         other => unreachable!("{:?} is advertised without a handler", std::mem::discriminant(&other)),
     }

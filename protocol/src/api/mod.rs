@@ -43,6 +43,22 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DeleteTopics, 1, 6),
     // Idempotent producers only; transactional ids are refused.
     api(ApiKey::InitProducerId, 0, 5),
+    // Moves log start offsets (durable); -1 is the high watermark.
+    api(ApiKey::DeleteRecords, 0, 2),
+    // One leader epoch per partition: its end is the log end; others undefined.
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    // TOPIC and BROKER resources; v3+ config types and documentation.
+    api(ApiKey::DescribeConfigs, 1, 4),
+    // Replaces a topic's overrides; BROKER configs are static (INVALID_REQUEST).
+    api(ApiKey::AlterConfigs, 0, 2),
+    // One log dir (the data dir); v4+ total/usable bytes.
+    api(ApiKey::DescribeLogDirs, 1, 4),
+    api(ApiKey::CreatePartitions, 0, 3),
+    // SET/DELETE/APPEND/SUBTRACT; APPEND/SUBTRACT on list keys only.
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DescribeCluster, 0, 2),
+    // Kafka 3.7+ paged topic description.
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The versions of `api_key` that the broker implements, if any.

@@ -1,0 +1,210 @@
+//! IncrementalAlterConfigs (key 44): per-key changes to a topic's overrides:
+//! SET (0), DELETE (1, back to the broker default), APPEND (2) and SUBTRACT
+//! (3) for list-typed keys only (else INVALID_CONFIG, as in Kafka). The
+//! change is applied by the controller like AlterConfigs; BROKER resources
+//! are refused the same way (static settings).
+
+use std::rc::Rc;
+
+use protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use protocol::ErrorCode;
+
+use super::alter_configs::{alter_topic, refuse_broker_change};
+use super::describe_configs::{unsupported_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::str_bytes;
+use crate::config::TopicDefaults;
+use crate::shard::Shard;
+use crate::topic_config::{self, ConfigType, TopicOverrides};
+
+/// One requested change, as Kafka's AlterConfigOp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Set(String),
+    Delete,
+    Append(String),
+    Subtract(String),
+}
+
+type Change = (String, Operation);
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut response = IncrementalAlterConfigsResponse::default();
+    for resource in request.resources {
+        let name = resource.resource_name.to_string();
+        let changes: Result<Vec<Change>, _> = resource
+            .configs
+            .iter()
+            .map(|c| parse(c.name.as_str(), c.config_operation, c.value.as_ref().map(|v| v.as_str())))
+            .collect();
+        let outcome = match (resource.resource_type, changes) {
+            (_, Err(error)) => Err(error),
+            (RESOURCE_TOPIC, Ok(changes)) => match check_unique(&changes) {
+                Err(error) => Err(error),
+                Ok(()) => {
+                    let defaults = shard.config.topic_defaults.clone();
+                    alter_topic(shard, &name, request.validate_only, move |overrides| {
+                        apply(overrides, &defaults, changes)
+                    })
+                    .await
+                }
+            },
+            (RESOURCE_BROKER, Ok(changes)) => {
+                refuse_broker_change(shard.config.node_id, &name, changes.iter().map(|c| c.0.as_str()))
+            }
+            (other, Ok(_)) => Err((ErrorCode::InvalidRequest, unsupported_resource(other))),
+        };
+        let mut result = AlterConfigsResourceResponse::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name;
+        // The codec's default is an empty string; Kafka sends null on success.
+        result.error_message = None;
+        if let Err((code, message)) = outcome {
+            result.error_code = code.code();
+            result.error_message = Some(str_bytes(&message));
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+/// One wire entry as an operation (unknown operation or a missing value:
+/// INVALID_REQUEST).
+fn parse(key: &str, operation: i8, value: Option<&str>) -> Result<Change, (ErrorCode, String)> {
+    let needs_value = |value: Option<&str>| {
+        value.map(str::to_owned).ok_or_else(|| {
+            (ErrorCode::InvalidRequest, format!("config '{key}': operation {operation} needs a non-null value"))
+        })
+    };
+    let op = match operation {
+        0 => Operation::Set(needs_value(value)?),
+        1 => Operation::Delete,
+        2 => Operation::Append(needs_value(value)?),
+        3 => Operation::Subtract(needs_value(value)?),
+        other => {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("config '{key}': unknown operation {other} (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT)"),
+            ))
+        }
+    };
+    Ok((key.to_owned(), op))
+}
+
+/// Kafka refuses a resource naming a key twice.
+fn check_unique(changes: &[Change]) -> Result<(), (ErrorCode, String)> {
+    for (i, (key, _)) in changes.iter().enumerate() {
+        if changes[..i].iter().any(|(other, _)| other == key) {
+            return Err((ErrorCode::InvalidRequest, format!("config '{key}' appears more than once")));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the changes to a topic's overrides. APPEND and SUBTRACT start
+/// from the current effective value (the override, else the broker default).
+pub fn apply(
+    overrides: &mut TopicOverrides,
+    defaults: &TopicDefaults,
+    changes: Vec<Change>,
+) -> Result<(), (ErrorCode, String)> {
+    for (key, op) in changes {
+        let appending = matches!(op, Operation::Append(_));
+        match op {
+            Operation::Set(value) => {
+                overrides.insert(key, value);
+            }
+            Operation::Delete => {
+                overrides.remove(&key);
+            }
+            Operation::Append(value) | Operation::Subtract(value) => {
+                let Some(spec) = topic_config::topic_key(&key) else {
+                    return Err((ErrorCode::InvalidConfig, format!("unknown topic config `{key}`")));
+                };
+                if spec.config_type != ConfigType::List {
+                    let verb = if appending { "append" } else { "subtract" };
+                    return Err((
+                        ErrorCode::InvalidConfig,
+                        format!("config value {verb} is not allowed for config key `{key}`: it is not a list"),
+                    ));
+                }
+                let current = match overrides.get(&key) {
+                    Some(value) => value.clone(),
+                    None => topic_config::describe(defaults, overrides)
+                        .into_iter()
+                        .find(|entry| entry.name == key)
+                        .map(|entry| entry.value)
+                        .unwrap_or_default(),
+                };
+                let mut items: Vec<String> = split_list(&current);
+                for item in split_list(&value) {
+                    if appending {
+                        if !items.contains(&item) {
+                            items.push(item);
+                        }
+                    } else {
+                        items.retain(|existing| *existing != item);
+                    }
+                }
+                overrides.insert(key, items.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(key: &str, operation: i8, value: Option<&str>) -> Change {
+        parse(key, operation, value).unwrap()
+    }
+
+    #[test]
+    fn set_and_delete_edit_single_keys() {
+        // Proves SET adds or replaces an override and DELETE removes it
+        // (back to the broker default), leaving other keys alone.
+        let mut overrides: TopicOverrides = [("retention.ms".to_string(), "1".to_string())].into();
+        overrides.insert("segment.bytes".into(), "1048576".into());
+        let changes = vec![change("retention.ms", 0, Some("5000")), change("segment.bytes", 1, None)];
+        apply(&mut overrides, &TopicDefaults::default(), changes).unwrap();
+        assert_eq!(overrides.len(), 1);
+        assert_eq!(overrides["retention.ms"], "5000");
+    }
+
+    #[test]
+    fn append_and_subtract_only_for_lists() {
+        // Proves APPEND/SUBTRACT work on the list key starting from its
+        // effective value, skip duplicates, and are INVALID_CONFIG for a
+        // key that is not a list.
+        let defaults = TopicDefaults::default();
+        let mut overrides = TopicOverrides::new();
+        apply(&mut overrides, &defaults, vec![change("cleanup.policy", 2, Some("delete,compact"))]).unwrap();
+        assert_eq!(overrides["cleanup.policy"], "delete,compact", "delete (the default) is kept once");
+        apply(&mut overrides, &defaults, vec![change("cleanup.policy", 3, Some("compact"))]).unwrap();
+        assert_eq!(overrides["cleanup.policy"], "delete");
+        let (code, message) = apply(&mut overrides, &defaults, vec![change("retention.ms", 2, Some("1"))]).unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidConfig);
+        assert!(message.contains("retention.ms"), "{message}");
+    }
+
+    #[test]
+    fn malformed_operations_are_invalid_requests() {
+        // Proves unknown operations, null values where one is needed and
+        // repeated keys are INVALID_REQUEST.
+        assert_eq!(parse("retention.ms", 9, Some("1")).unwrap_err().0, ErrorCode::InvalidRequest);
+        assert_eq!(parse("retention.ms", 0, None).unwrap_err().0, ErrorCode::InvalidRequest);
+        assert!(parse("retention.ms", 1, None).is_ok(), "DELETE needs no value");
+        let twice = vec![change("a", 1, None), change("a", 0, Some("1"))];
+        assert_eq!(check_unique(&twice).unwrap_err().0, ErrorCode::InvalidRequest);
+    }
+}
