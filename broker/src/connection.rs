@@ -76,12 +76,13 @@ async fn read_requests(
                 protocol::api::check_supported(request.api_key, request.api_version())
                     .map_err(|err| err.to_string())?;
             }
-            let queued = Queued {
-                correlation_id: request.correlation_id(),
-                api_key: request.api_key,
-                api_version: request.api_version(),
-                reply: handlers::handle(shard, request).await,
-            };
+            let (correlation_id, api_key, api_version) =
+                (request.correlation_id(), request.api_key, request.api_version());
+            let reply = handlers::handle(shard, request).await;
+            if let Reply::Close(reason) = reply {
+                return Err(reason);
+            }
+            let queued = Queued { correlation_id, api_key, api_version, reply };
             if queue.send(queued).await.is_err() {
                 return Err("writer stopped".into());
             }

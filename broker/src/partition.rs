@@ -347,17 +347,21 @@ impl Partition {
         }
         let batch = RecordBatch::new(found.batch, 0).map_err(EngineError::from)?;
         if batch.timestamp_type() == record_batch::TimestampType::LogAppendTime {
-            return Ok((batch.base_offset(), batch.max_timestamp()));
+            return Ok((batch.base_offset().max(self.log.log_start_offset()), batch.max_timestamp()));
         }
+        // The batch holding the log start may begin below it (DeleteRecords
+        // moves the start inside a batch): records below it do not count.
+        let log_start_offset = self.log.log_start_offset();
         let records = batch.records(UNCOMPRESSED_BATCH_BYTES_MAX).map_err(EngineError::from)?;
         for record in records {
             let record = record.map_err(EngineError::from)?;
             let record_timestamp = batch.base_timestamp() + record.timestamp_delta;
-            if record_timestamp >= timestamp {
-                return Ok((batch.base_offset() + i64::from(record.offset_delta), record_timestamp));
+            let offset = batch.base_offset() + i64::from(record.offset_delta);
+            if record_timestamp >= timestamp && offset >= log_start_offset {
+                return Ok((offset, record_timestamp));
             }
         }
-        Ok((batch.base_offset(), batch.max_timestamp()))
+        Ok((batch.base_offset().max(log_start_offset), batch.max_timestamp()))
     }
 
     async fn offset_of_max_timestamp(&self) -> Result<(i64, i64), EngineError> {
