@@ -228,9 +228,7 @@ impl Controller {
     ) -> Result<(), (ErrorCode, String)> {
         let _turn = self.changing.acquire_permit(1).await.expect("controller semaphore is never closed");
         let image = shard.metadata();
-        let Some(topic) = image.topics.get(name) else {
-            return Err((ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
-        };
+        let topic = existing_topic(&image, name)?;
         let current = topic.partitions.len() as i32;
         if total <= current {
             return Err((
@@ -256,9 +254,7 @@ impl Controller {
     ) -> Result<(), (ErrorCode, String)> {
         let _turn = self.changing.acquire_permit(1).await.expect("controller semaphore is never closed");
         let image = shard.metadata();
-        let Some(topic) = image.topics.get(name) else {
-            return Err((ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
-        };
+        let topic = existing_topic(&image, name)?;
         let mut configs = topic.configs.clone();
         edit(&mut configs)?;
         topic_config::validate_all(&configs).map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
@@ -291,6 +287,10 @@ impl Controller {
         *self.producer_ids.borrow_mut() = (ids.0 + 1, ids.1);
         Ok(id)
     }
+}
+
+fn existing_topic<'a>(image: &'a MetadataImage, name: &str) -> Result<&'a Arc<TopicMeta>, (ErrorCode, String)> {
+    image.topics.get(name).ok_or_else(|| (ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")))
 }
 
 /// Installs `image` on every shard and waits until each has opened or

@@ -77,6 +77,19 @@ impl FetchOutcome {
 /// inflate to check its records.
 const UNCOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
 
+/// Kafka's leader-epoch fence: a client that names the epoch it believes
+/// current (`current`, -1 for none) is told whether it is behind
+/// (FENCED_LEADER_EPOCH) or ahead of this leader (UNKNOWN_LEADER_EPOCH).
+pub fn check_leader_epoch(current: i32, leader_epoch: i32) -> Result<(), ErrorCode> {
+    if current < 0 || current == leader_epoch {
+        Ok(())
+    } else if current > leader_epoch {
+        Err(ErrorCode::UnknownLeaderEpoch)
+    } else {
+        Err(ErrorCode::FencedLeaderEpoch)
+    }
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -18,7 +18,7 @@ use protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use protocol::ErrorCode;
 
 use super::str_bytes;
-use crate::partition::FetchOutcome;
+use crate::partition::{check_leader_epoch, FetchOutcome};
 use crate::shard::{PartitionKey, Shard};
 
 /// The longest a fetch may wait, whatever the client asks.
@@ -110,12 +110,8 @@ async fn read_one(shard: &Shard, read: &Read) -> FetchOutcome {
     let Some(partition) = shard.partition(&read.key) else {
         return FetchOutcome::error(ErrorCode::NotLeaderOrFollower);
     };
-    if read.leader_epoch >= 0 && read.leader_epoch != partition.leader_epoch {
-        return FetchOutcome::error(if read.leader_epoch > partition.leader_epoch {
-            ErrorCode::UnknownLeaderEpoch
-        } else {
-            ErrorCode::FencedLeaderEpoch
-        });
+    if let Err(code) = check_leader_epoch(read.leader_epoch, partition.leader_epoch) {
+        return FetchOutcome::error(code);
     }
     partition.fetch(read.offset, read.max_bytes.max(1)).await
 }

@@ -10,6 +10,7 @@ use protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, Li
 use protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use protocol::ErrorCode;
 
+use crate::partition::check_leader_epoch;
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -43,13 +44,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ListOffsetsRequest
                                 let Some(partition) = owner.partition(&key) else {
                                     return Err(ErrorCode::NotLeaderOrFollower);
                                 };
-                                if current_epoch >= 0 && current_epoch != partition.leader_epoch {
-                                    return Err(if current_epoch > partition.leader_epoch {
-                                        ErrorCode::UnknownLeaderEpoch
-                                    } else {
-                                        ErrorCode::FencedLeaderEpoch
-                                    });
-                                }
+                                check_leader_epoch(current_epoch, partition.leader_epoch)?;
                                 partition
                                     .offset_for(timestamp)
                                     .await

@@ -13,6 +13,7 @@ use protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, Offse
 use protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use protocol::ErrorCode;
 
+use crate::partition::check_leader_epoch;
 use crate::shard::Shard;
 
 /// Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET.
@@ -78,9 +79,7 @@ fn end_offset_for(
     requested: i32,
     log_end_offset: i64,
 ) -> Result<(i32, i64), ErrorCode> {
-    if current >= 0 && current != leader_epoch {
-        return Err(if current > leader_epoch { ErrorCode::UnknownLeaderEpoch } else { ErrorCode::FencedLeaderEpoch });
-    }
+    check_leader_epoch(current, leader_epoch)?;
     if requested == leader_epoch {
         Ok((leader_epoch, log_end_offset))
     } else {
