@@ -163,38 +163,101 @@ fn parse_record(data: &[u8], at: &mut usize) -> Result<RecordLayout, &'static st
 /// Walks every record of an uncompressed records buffer: framing, offset
 /// delta order, and what the header must agree with.
 pub(super) fn summarize(data: &[u8], base_timestamp: i64, position: usize) -> Result<RecordsSummary, BatchError> {
-    let mut at = 0;
-    let mut count = 0usize;
-    let mut previous_delta = -1i32;
-    let mut consecutive = true;
-    let mut max_timestamp_delta = i64::MIN;
-    while at < data.len() {
-        let record_position = at;
-        let layout = parse_record(data, &mut at).map_err(|reason| BatchError::BadRecord {
+    let mut walk = RecordWalk::new(position);
+    walk.step_until(data, data.len());
+    walk.finish(base_timestamp)
+}
+
+/// The record walk of [`summarize`] as a resumable state machine, so that
+/// [`super::fused`] can advance it a record at a time between CRC blocks.
+/// Both paths drive this one type, so they cannot disagree on what is valid.
+///
+/// Invariant: once `error` is set, `at` is `usize::MAX` and no step reads
+/// any more bytes; the first error is the one reported.
+#[derive(Debug)]
+pub(super) struct RecordWalk {
+    /// Where the next record starts in the records buffer.
+    pub(super) at: usize,
+    position: usize,
+    count: usize,
+    previous_delta: i32,
+    consecutive: bool,
+    max_timestamp_delta: i64,
+    error: Option<BatchError>,
+}
+
+impl RecordWalk {
+    pub(super) fn new(position: usize) -> RecordWalk {
+        RecordWalk {
+            at: 0,
             position,
-            record_index: count,
-            record_position,
-            reason,
-        })?;
-        if layout.offset_delta <= previous_delta {
-            return Err(BatchError::OffsetDeltaOrder {
-                position,
-                record_index: count,
+            count: 0,
+            previous_delta: -1,
+            consecutive: true,
+            max_timestamp_delta: i64::MIN,
+            error: None,
+        }
+    }
+
+    /// Walks the records that start before `limit` (at most `data.len()`).
+    #[inline]
+    pub(super) fn step_until(&mut self, data: &[u8], limit: usize) {
+        debug_assert!(limit <= data.len(), "limit {limit} past the records ({} bytes)", data.len());
+        while self.at < limit {
+            self.step(data);
+        }
+    }
+
+    /// Walks one record starting at `self.at`, which must be inside `data`.
+    #[inline]
+    pub(super) fn step(&mut self, data: &[u8]) {
+        let record_position = self.at;
+        let layout = match parse_record(data, &mut self.at) {
+            Ok(layout) => layout,
+            Err(reason) => {
+                let record_index = self.count;
+                return self.fail(BatchError::BadRecord {
+                    position: self.position,
+                    record_index,
+                    record_position,
+                    reason,
+                });
+            }
+        };
+        if layout.offset_delta <= self.previous_delta {
+            return self.fail(BatchError::OffsetDeltaOrder {
+                position: self.position,
+                record_index: self.count,
                 offset_delta: layout.offset_delta,
-                previous: previous_delta,
+                previous: self.previous_delta,
             });
         }
-        consecutive &= i64::from(layout.offset_delta) == count as i64;
-        previous_delta = layout.offset_delta;
-        max_timestamp_delta = max_timestamp_delta.max(layout.timestamp_delta);
-        count += 1;
+        self.consecutive &= i64::from(layout.offset_delta) == self.count as i64;
+        self.previous_delta = layout.offset_delta;
+        self.max_timestamp_delta = self.max_timestamp_delta.max(layout.timestamp_delta);
+        self.count += 1;
     }
-    Ok(RecordsSummary {
-        records_count: count,
-        last_offset_delta: previous_delta.max(0),
-        offset_deltas_consecutive: consecutive,
-        max_record_timestamp: base_timestamp.saturating_add(if count == 0 { 0 } else { max_timestamp_delta }),
-    })
+
+    #[cold]
+    fn fail(&mut self, error: BatchError) {
+        self.error = Some(error);
+        self.at = usize::MAX;
+    }
+
+    /// What the walk found, or its first error. The caller must have walked
+    /// the whole buffer (`step_until(data, data.len())`).
+    pub(super) fn finish(self, base_timestamp: i64) -> Result<RecordsSummary, BatchError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let count = self.count;
+        Ok(RecordsSummary {
+            records_count: count,
+            last_offset_delta: self.previous_delta.max(0),
+            offset_deltas_consecutive: self.consecutive,
+            max_record_timestamp: base_timestamp.saturating_add(if count == 0 { 0 } else { self.max_timestamp_delta }),
+        })
+    }
 }
 
 /// Iterator over the records of a batch. Yields at most the declared count
