@@ -7,3 +7,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+
+# Real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat) against
+# the real broker: see docs/testing.md.
+./scripts/test-python.sh
