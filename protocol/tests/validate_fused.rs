@@ -154,7 +154,7 @@ proptest! {
     ) {
         // Proves the fused path keeps the exact semantics: same summary for
         // valid batches, same error (variant and fields) for damaged ones,
-        // across batches that span many of its 24 KiB blocks.
+        // across batches that span many of its 12 KiB blocks.
         let mut bytes = build(Codec::None, &shapes, seed);
         apply(&damage, &mut bytes);
         compare(&bytes, skip)?;
