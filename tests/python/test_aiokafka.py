@@ -45,6 +45,12 @@ class Admin:
 
 def producer(broker, **conf):
     conf.setdefault("linger_ms", 5)
+    # aiokafka defaults to acks=1, which Stele acknowledges before the fsync;
+    # until that completes the records sit above the high watermark (durable
+    # offset), so ListOffsets(latest) right after the ack may still say 0.
+    # Kafka allows that for acks=1 too; tests that read "latest" right after
+    # producing need acks=all (the other clients' default).
+    conf.setdefault("acks", "all")
     return AIOKafkaProducer(bootstrap_servers=broker.bootstrap, request_timeout_ms=TIMEOUT_MS, **conf)
 
 

@@ -496,3 +496,25 @@ def test_many_partitions_with_small_fetch_sizes(broker, topic):
         c.close()
     for part, recs in per_partition.items():
         assert [r for r in got if r[0] == part] == expected(recs, part)
+
+
+def test_recreated_topic_starts_empty(broker, topic):
+    """Delete then create the same name: no old records or offsets survive."""
+    create_topic(broker, topic, 2)
+    p = producer(broker)
+    produce(p, topic, records(5, prefix="old"), partition=1)
+    a = admin(broker)
+    a.delete_topics([topic], operation_timeout=TIMEOUT)[topic].result(TIMEOUT)
+    create_topic(broker, topic, 3)
+    c = consumer(broker)
+    try:
+        for part in range(3):
+            assert c.get_watermark_offsets(TopicPartition(topic, part), timeout=TIMEOUT) == (0, 0)
+        new = records(1, prefix="new")
+        (msg,) = produce(p, topic, new, partition=1)
+        assert msg.offset() == 0
+        c.assign([TopicPartition(topic, part, OFFSET_BEGINNING) for part in range(3)])
+        assert consume(c, 1) == expected(new, 1)
+        assert drain(c) == []
+    finally:
+        c.close()

@@ -148,3 +148,19 @@ def test_stop_is_prompt_with_idle_connections_open(fresh_broker):
     assert code == 0
     assert time.monotonic() - start < 10
     del p
+
+
+def test_kafka_python_idempotent_producer_rides_through_a_restart(fresh_broker, topic):
+    """kafka-python 3 (idempotent by default) keeps its producer id and
+    sequences across the broker's restart."""
+    b = fresh_broker
+    p = kp.producer(b, reconnect_backoff_ms=50, reconnect_backoff_max_ms=200, delivery_timeout_ms=30000)
+    try:
+        before = records(5, prefix="before")
+        assert [m.offset for m in kp.produce(p, topic, before, partition=0)] == list(range(5))
+        stop_and_restart(b)
+        after = records(5, prefix="after")
+        assert [m.offset for m in kp.produce(p, topic, after, partition=0)] == list(range(5, 10))
+    finally:
+        p.close()
+    assert kp.read_partitions(b, topic, [0], 10) == kp.expected(before + after, 0)
