@@ -73,6 +73,9 @@ impl FetchOutcome {
     }
 }
 
+/// How much of the newest log a restart replays into the producer table.
+const PRODUCER_REPLAY_BYTES_MIN: u64 = 64 << 20;
+
 /// Largest uncompressed size of one produced batch that the broker will
 /// inflate to check its records.
 const UNCOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
@@ -119,15 +122,27 @@ impl Partition {
         Ok(partition)
     }
 
-    /// Replays the batches of the active segment into the producer table,
-    /// so that a producer retrying after a crash is still deduplicated.
-    /// Kafka keeps snapshots for the older segments; the five batches per
-    /// producer that deduplication needs are almost always in the active one.
+    /// Replays the newest batches of the log into the producer table, so
+    /// that a producer retrying after a crash is still deduplicated: the
+    /// active segment, and older segments until at least
+    /// `PRODUCER_REPLAY_BYTES_MIN` are covered (a segment may have rolled
+    /// just before the crash, taking the batches a retry repeats with it).
+    /// Kafka keeps snapshots for what lies further back; a producer missing
+    /// here is unknown, and Kafka accepts any sequence from an unknown one.
     async fn rebuild_producer_state(&self) -> Result<(), EngineError> {
-        let Some(active) = self.log.segments().last().map(|s| s.base_offset) else {
+        let mut covered = 0u64;
+        let mut first = None;
+        for segment in self.log.segments().iter().rev() {
+            first = Some(segment.base_offset);
+            covered += segment.size_bytes;
+            if covered >= PRODUCER_REPLAY_BYTES_MIN {
+                break;
+            }
+        }
+        let Some(replay_from) = first else {
             return Ok(());
         };
-        let mut offset = active.max(self.log.log_start_offset());
+        let mut offset = replay_from.max(self.log.log_start_offset());
         let end = self.log.log_end_offset();
         let mut producers = ProducerStateTable::new();
         while offset < end {

@@ -342,3 +342,32 @@ pub fn create_topic(broker: &Broker, name: &str, partitions: i32, configs: &[(&s
         result.unwrap_or_else(|(topic, code)| panic!("creating {topic}: {code}"));
     }
 }
+
+/// Sends one request on a fresh connection with the protocol crate's
+/// encoder and returns the decoded response body: for checks that a client
+/// library cannot express (exact versions, raw batches).
+pub fn raw_call(
+    broker: &Broker,
+    api_key: protocol::messages::ApiKey,
+    version: i16,
+    body: protocol::messages::RequestKind,
+) -> protocol::messages::ResponseKind {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(broker.bootstrap()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut header = protocol::messages::RequestHeader::default();
+    header.request_api_key = api_key as i16;
+    header.request_api_version = version;
+    header.correlation_id = 7;
+    header.client_id = Some(protocol::StrBytes::from_static_str("stele-e2e"));
+    let mut out = bytes::BytesMut::new();
+    protocol::encode_request(&mut out, &header, &body).unwrap();
+    stream.write_all(&out).unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut frame = vec![0; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut frame).unwrap();
+    let (correlation_id, body) = protocol::decode_response(bytes::Bytes::from(frame), api_key, version).unwrap();
+    assert_eq!(correlation_id, 7);
+    body
+}
