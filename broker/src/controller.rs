@@ -1,7 +1,7 @@
 //! The controller role: the one writer of cluster metadata, on shard 0.
 //!
-//! A change (create or delete topics, add partitions, set configs, hand out
-//! producer ids) is made one at a time: written to the metadata log (durable
+//! A change (create or delete topics, add partitions, set topic or dynamic
+//! broker configs, hand out producer ids) is made one at a time: written to the metadata log (durable
 //! on return), then published as a new immutable snapshot to every shard,
 //! each of which opens or removes the partitions placed on it before the
 //! change is acknowledged. Other shards reach the controller with
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::metadata::{self, MetadataImage, MetadataLog, MetadataRecord, PartitionMeta, TopicMeta};
 use crate::partition::Partition;
 use crate::shard::Shard;
-use crate::topic_config;
+use crate::topic_config::{self, BrokerScope, DynamicDefaults};
 
 /// Producer ids are handed out in blocks; one metadata record per block.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -265,6 +265,35 @@ impl Controller {
         self.commit(shard, vec![record]).await.map_err(|err| (ErrorCode::UnknownServerError, err))
     }
 
+    /// Replaces the dynamic broker configs of one BROKER resource (`scope`)
+    /// with what `edit` makes of them (AlterConfigs, IncrementalAlterConfigs
+    /// on a BROKER resource). Keys are broker-level names (`log.retention.ms`),
+    /// validated with the topic keys' parser; the whole set of dynamic
+    /// configs is logged as one `BrokerConfigsSet` and published, and every
+    /// shard applies the new effective config to the partitions it changes.
+    pub async fn set_broker_configs(
+        &self,
+        shard: &Rc<Shard>,
+        scope: BrokerScope,
+        edit: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), (ErrorCode, String)>,
+        validate_only: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let _turn = self.changing.acquire_permit(1).await.expect("controller semaphore is never closed");
+        let image = shard.metadata();
+        let mut configs = topic_config::scope_configs(&image.broker_configs, scope);
+        edit(&mut configs)?;
+        topic_config::validate_broker_configs(&configs).map_err(|err| {
+            let code = if err.is_read_only() { ErrorCode::InvalidRequest } else { ErrorCode::InvalidConfig };
+            (code, err.to_string())
+        })?;
+        let stored = topic_config::replace_scope_configs(&image.broker_configs, scope, &configs);
+        if validate_only || stored == image.broker_configs {
+            return Ok(());
+        }
+        let record = MetadataRecord::BrokerConfigsSet { configs: stored };
+        self.commit(shard, vec![record]).await.map_err(|err| (ErrorCode::UnknownServerError, err))
+    }
+
     /// A producer id never handed out before, across restarts: ids come in
     /// blocks whose end is logged before any id of the block is used.
     pub async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, String> {
@@ -305,10 +334,15 @@ async fn publish(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> Result<(), Str
 
 /// Brings a shard's open partitions in line with `image`: opens those newly
 /// placed here, removes those of deleted topics (files included), applies
-/// changed topic configs. Used at startup too.
+/// changed effective configs (a topic's overrides or the dynamic broker
+/// defaults changed). Used at startup too.
 pub async fn install(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> Result<(), String> {
     let old = shard.metadata();
     shard.set_metadata(image.clone());
+    let dynamic = DynamicDefaults::for_node(&image.broker_configs, shard.config.node_id);
+    // Most changes (topics created, producer ids) leave every config alone:
+    // only then is each open partition's effective config recomputed.
+    let broker_configs_changed = old.broker_configs != image.broker_configs;
     let mut failures = Vec::new();
     for partition in shard.partitions() {
         let still_here = image.topic_by_id(&partition.topic_id).and_then(|topic| {
@@ -316,10 +350,16 @@ pub async fn install(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> Result<(),
         });
         match still_here {
             Some((topic, placed)) if shard.owner_of(placed.shard) == shard.id => {
-                if old.topic_by_id(&topic.topic_id).map(|t| &t.configs) != Some(&topic.configs) {
-                    let config = topic_config::effective(&shard.config.topic_defaults, &topic.configs);
-                    if let Err(err) = partition.set_config(config) {
-                        failures.push(format!("{}-{}: {err}", topic.name, partition.index));
+                let overrides_changed = old.topic_by_id(&topic.topic_id).map(|t| &t.configs) != Some(&topic.configs);
+                if overrides_changed || broker_configs_changed {
+                    let config = topic_config::effective_with(&shard.config.topic_defaults, &dynamic, &topic.configs);
+                    // Compared with what the partition runs with, so a
+                    // change that leaves this topic's config as it was
+                    // (it overrides the key) touches nothing.
+                    if config != partition.config() {
+                        if let Err(err) = partition.set_config(config) {
+                            failures.push(format!("{}-{}: {err}", topic.name, partition.index));
+                        }
                     }
                 }
             }
@@ -343,7 +383,7 @@ pub async fn install(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> Result<(),
             {
                 continue;
             }
-            if let Err(err) = open_partition(shard, topic, placed).await {
+            if let Err(err) = open_partition(shard, topic, placed, &dynamic).await {
                 failures.push(err);
             }
         }
@@ -355,9 +395,14 @@ pub async fn install(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> Result<(),
     }
 }
 
-async fn open_partition(shard: &Rc<Shard>, topic: &TopicMeta, placed: &PartitionMeta) -> Result<(), String> {
+async fn open_partition(
+    shard: &Rc<Shard>,
+    topic: &TopicMeta,
+    placed: &PartitionMeta,
+    dynamic: &DynamicDefaults,
+) -> Result<(), String> {
     let dir = shard.partition_dir(&topic.name, placed.partition);
-    let config = topic_config::effective(&shard.config.topic_defaults, &topic.configs);
+    let config = topic_config::effective_with(&shard.config.topic_defaults, dynamic, &topic.configs);
     let partition = Partition::open(
         dir.clone(),
         topic.name.clone(),

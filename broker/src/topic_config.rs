@@ -4,8 +4,17 @@
 //!
 //! CreateTopics, DescribeConfigs, AlterConfigs and IncrementalAlterConfigs all
 //! go through here. A topic stores only the keys explicitly set on it
-//! ([`TopicOverrides`]); its effective settings are the broker's
-//! [`TopicDefaults`] with those overrides applied ([`effective`]).
+//! ([`TopicOverrides`]); its effective settings are layered, as in Kafka
+//! ([`effective_with`]): built-in default < the file's `[topics]` value
+//! ([`TopicDefaults`]) < the dynamic cluster-wide broker default < the
+//! dynamic default of this broker ([`DynamicDefaults`], set with
+//! AlterConfigs on a BROKER resource) < the topic's override.
+//!
+//! Dynamic broker configs are stored in the metadata image's
+//! `broker_configs` map under their broker-level names: the cluster-wide
+//! default as `log.retention.ms`, one broker's as `<node id>/log.retention.ms`
+//! ([`scope_configs`], [`replace_scope_configs`]). They are validated by the
+//! same parser as topic values ([`validate_broker_configs`]).
 //!
 //! Invariants: every key of [`TOPIC_KEYS`] is accepted by [`validate`] and
 //! described by [`describe`]; a value that passed [`validate`] always applies
@@ -91,10 +100,16 @@ impl TopicConfigError {
 pub enum ConfigSource {
     /// Set on the topic (Kafka's DYNAMIC_TOPIC_CONFIG).
     TopicOverride = 1,
+    /// Set dynamically for this broker, on BROKER resource `<node id>`
+    /// (DYNAMIC_BROKER_CONFIG).
+    DynamicBroker = 2,
     /// Set in the broker's configuration file (STATIC_BROKER_CONFIG).
     BrokerDefault = 4,
     /// Stele's built-in default (DEFAULT_CONFIG).
     Default = 5,
+    /// Set dynamically as the cluster-wide default, on BROKER resource ``
+    /// (DYNAMIC_DEFAULT_BROKER_CONFIG).
+    DynamicDefaultBroker = 7,
 }
 
 impl ConfigSource {
@@ -137,7 +152,8 @@ pub struct ConfigEntry {
     pub documentation: &'static str,
     /// Where else the value could come from, most specific first, as Kafka
     /// lists them when `include_synonyms` is set: the topic override, the
-    /// broker key set in the file, the built-in default.
+    /// dynamic broker value, the dynamic cluster default, the broker key set
+    /// in the file, the built-in default.
     pub synonyms: Vec<ConfigSynonym>,
 }
 
@@ -348,13 +364,24 @@ pub fn from_defaults(defaults: &TopicDefaults) -> EffectiveTopicConfig {
     }
 }
 
-/// A topic's settings: the broker defaults with its overrides applied.
-///
-/// Overrides are validated before they are stored, so none should fail here;
-/// one that does (stored by an older Stele with looser rules) is skipped with
-/// a warning rather than making the topic unusable.
+/// A topic's settings without dynamic broker configs: the file's defaults
+/// with its overrides applied. See [`effective_with`].
 pub fn effective(defaults: &TopicDefaults, overrides: &TopicOverrides) -> EffectiveTopicConfig {
-    let mut config = from_defaults(defaults);
+    effective_with(defaults, &DynamicDefaults::default(), overrides)
+}
+
+/// A topic's settings: the file's defaults, then the dynamic cluster-wide
+/// and per-broker defaults, then the topic's overrides.
+///
+/// Every layer is validated before it is stored, so none should fail here;
+/// a value that does (stored by an older Stele with looser rules) is skipped
+/// with a warning rather than making the topic unusable.
+pub fn effective_with(
+    defaults: &TopicDefaults,
+    dynamic: &DynamicDefaults,
+    overrides: &TopicOverrides,
+) -> EffectiveTopicConfig {
+    let mut config = broker_layers(defaults, dynamic).node;
     for (key, value) in overrides {
         if let Err(error) = apply(&mut config, key, value) {
             tracing::warn!(%error, "ignoring a stored topic config that is no longer valid");
@@ -363,15 +390,25 @@ pub fn effective(defaults: &TopicDefaults, overrides: &TopicOverrides) -> Effect
     config
 }
 
-/// Every supported key of a topic, for DescribeConfigs on a TOPIC resource.
+/// Every supported key of a topic without dynamic broker configs. See
+/// [`describe_with`].
 pub fn describe(defaults: &TopicDefaults, overrides: &TopicOverrides) -> Vec<ConfigEntry> {
-    let builtin = EffectiveTopicConfig::default();
-    let broker = from_defaults(defaults);
-    let topic = effective(defaults, overrides);
+    describe_with(defaults, &DynamicDefaults::default(), overrides)
+}
+
+/// Every supported key of a topic, for DescribeConfigs on a TOPIC resource:
+/// the effective value, its source and its synonyms, most specific first.
+pub fn describe_with(
+    defaults: &TopicDefaults,
+    dynamic: &DynamicDefaults,
+    overrides: &TopicOverrides,
+) -> Vec<ConfigEntry> {
+    let layers = broker_layers(defaults, dynamic);
+    let topic = effective_with(defaults, dynamic, overrides);
     TOPIC_KEYS
         .iter()
         .map(|key| {
-            let mut synonyms = Vec::with_capacity(3);
+            let mut synonyms = Vec::with_capacity(5);
             if overrides.contains_key(key.name) {
                 synonyms.push(ConfigSynonym {
                     name: key.name,
@@ -379,38 +416,272 @@ pub fn describe(defaults: &TopicDefaults, overrides: &TopicOverrides) -> Vec<Con
                     source: ConfigSource::TopicOverride,
                 });
             }
-            let broker_value = value_of(&broker, key.name);
-            let builtin_value = value_of(&builtin, key.name);
-            // The file's explicit keys are not remembered: a broker default
-            // equal to the built-in one is reported as DEFAULT_CONFIG.
-            if broker_value != builtin_value {
-                synonyms.push(ConfigSynonym {
-                    name: key.broker_name,
-                    value: broker_value,
-                    source: ConfigSource::BrokerDefault,
-                });
-            }
-            synonyms.push(ConfigSynonym { name: key.broker_name, value: builtin_value, source: ConfigSource::Default });
-            ConfigEntry {
-                name: key.name,
-                value: synonyms[0].value.clone(),
-                source: synonyms[0].source,
-                read_only: false,
-                sensitive: false,
-                config_type: key.config_type,
-                documentation: key.documentation,
-                synonyms,
-            }
+            synonyms.extend(broker_synonyms(key, &layers, dynamic));
+            entry_from_synonyms(key.name, key, false, synonyms)
         })
         .collect()
 }
 
-/// The broker's own settings, for DescribeConfigs on a BROKER resource: the
-/// topic defaults under their broker names plus a few identity and network
-/// keys. All read-only: Stele has no dynamic broker configs.
-pub fn describe_broker(config: &Config) -> Vec<ConfigEntry> {
-    let builtin = EffectiveTopicConfig::default();
-    let broker = from_defaults(&config.topic_defaults);
+/// Which BROKER resource a dynamic config is set on, as Kafka's
+/// `ConfigResource(BROKER, name)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerScope {
+    /// The empty name: the cluster-wide default (`kafka-configs.sh
+    /// --entity-default`). On a single node it applies to this node too.
+    ClusterDefault,
+    /// One broker by its node id; wins over the cluster-wide default.
+    Node(i32),
+}
+
+/// Separates the node id from the key in a per-broker entry of the image's
+/// `broker_configs` (`1/log.retention.ms`); no config name contains it.
+const NODE_KEY_SEPARATOR: char = '/';
+
+/// The dynamic configs of one scope, broker-level name to value, out of the
+/// image's `broker_configs` (which holds every scope).
+pub fn scope_configs(stored: &BTreeMap<String, String>, scope: BrokerScope) -> BTreeMap<String, String> {
+    stored
+        .iter()
+        .filter_map(|(stored_key, value)| {
+            let name = match (scope, stored_key.split_once(NODE_KEY_SEPARATOR)) {
+                (BrokerScope::ClusterDefault, None) => stored_key.as_str(),
+                (BrokerScope::Node(node_id), Some((id, name))) if id == node_id.to_string() => name,
+                _ => return None,
+            };
+            Some((name.to_owned(), value.clone()))
+        })
+        .collect()
+}
+
+/// The image's `broker_configs` with the entries of `scope` replaced by
+/// `configs` (broker-level name to value); other scopes are kept.
+pub fn replace_scope_configs(
+    stored: &BTreeMap<String, String>,
+    scope: BrokerScope,
+    configs: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let in_scope = scope_configs(stored, scope);
+    let stored_key = |name: &str| match scope {
+        BrokerScope::ClusterDefault => name.to_owned(),
+        BrokerScope::Node(node_id) => format!("{node_id}{NODE_KEY_SEPARATOR}{name}"),
+    };
+    let mut out = stored.clone();
+    for name in in_scope.keys() {
+        out.remove(&stored_key(name));
+    }
+    out.extend(configs.iter().map(|(name, value)| (stored_key(name), value.clone())));
+    out
+}
+
+/// The dynamic broker configs that apply on this node, by broker-level name
+/// (`log.retention.ms`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DynamicDefaults {
+    /// Set on BROKER resource `` (DYNAMIC_DEFAULT_BROKER_CONFIG).
+    pub cluster: BTreeMap<String, String>,
+    /// Set on BROKER resource `<this node id>` (DYNAMIC_BROKER_CONFIG).
+    pub node: BTreeMap<String, String>,
+}
+
+impl DynamicDefaults {
+    /// The layers of node `node_id` out of the image's `broker_configs`.
+    pub fn for_node(stored: &BTreeMap<String, String>, node_id: i32) -> DynamicDefaults {
+        DynamicDefaults {
+            cluster: scope_configs(stored, BrokerScope::ClusterDefault),
+            node: scope_configs(stored, BrokerScope::Node(node_id)),
+        }
+    }
+}
+
+/// Why a dynamic broker config was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerConfigError {
+    /// A broker setting Stele knows but reads only from its file at startup
+    /// (Kafka: "Cannot update these configs dynamically"; INVALID_REQUEST).
+    #[error(
+        "broker config `{key}` cannot be updated dynamically: Stele reads it from its configuration file at \
+         startup; change the file and restart"
+    )]
+    ReadOnly { key: String },
+    #[error(
+        "unknown broker config `{key}`: the dynamic broker configs are the broker-level names of topic configs \
+         (log.retention.ms, message.max.bytes, ...)"
+    )]
+    Unknown { key: String },
+    /// The value failed the topic key's parser; `reason` says what it expects.
+    #[error("broker config `{key}` = `{value}`: {reason}")]
+    InvalidValue { key: String, value: String, reason: String },
+}
+
+impl BrokerConfigError {
+    /// The key the error is about, as the client spelled it.
+    pub fn key(&self) -> &str {
+        match self {
+            BrokerConfigError::ReadOnly { key }
+            | BrokerConfigError::Unknown { key }
+            | BrokerConfigError::InvalidValue { key, .. } => key,
+        }
+    }
+
+    /// Kafka answers a change of a static config with INVALID_REQUEST and a
+    /// bad value with INVALID_CONFIG (Stele's rule for every config value).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, BrokerConfigError::ReadOnly { .. })
+    }
+}
+
+/// Broker settings DescribeConfigs reports that come only from the file
+/// (or the command line): a change is refused naming the key.
+pub const STATIC_BROKER_KEYS: &[&str] = &[
+    "node.id",
+    "log.dirs",
+    "listeners",
+    "advertised.listeners",
+    "socket.request.max.bytes",
+    "num.partitions",
+    "auto.create.topics.enable",
+    "log.retention.check.interval.ms",
+];
+
+/// Checks one scope's dynamic configs (broker-level name to value) with the
+/// topic keys' own parser, then the resulting engine settings together.
+/// Every broker-level name of [`TOPIC_KEYS`] is dynamic, as in Kafka's
+/// `DynamicLogConfig` (all topic-config synonyms but the message format).
+pub fn validate_broker_configs(configs: &BTreeMap<String, String>) -> Result<(), BrokerConfigError> {
+    let mut as_topic = TopicOverrides::new();
+    for (name, value) in configs {
+        let Some(key) = topic_key_for_broker_name(name) else {
+            if STATIC_BROKER_KEYS.contains(&name.as_str()) {
+                return Err(BrokerConfigError::ReadOnly { key: name.clone() });
+            }
+            return Err(BrokerConfigError::Unknown { key: name.clone() });
+        };
+        as_topic.insert(key.name.to_owned(), value.clone());
+    }
+    validate_all(&as_topic).map_err(|error| {
+        let topic_name = error.key().to_owned();
+        let key = topic_key(&topic_name).map_or(topic_name.clone(), |key| key.broker_name.to_owned());
+        let (value, reason) = match error {
+            TopicConfigError::InvalidValue { value, expected, .. } => (value, format!("expected {expected}")),
+            TopicConfigError::Unsupported { value, reason, .. } => (value, reason.to_owned()),
+            TopicConfigError::Unknown { .. } => unreachable!("only known topic keys were validated"),
+        };
+        BrokerConfigError::InvalidValue { key, value, reason }
+    })
+}
+
+/// The value each broker-level key has at `scope` when the scope itself sets
+/// nothing: where IncrementalAlterConfigs' APPEND and SUBTRACT start.
+pub fn inherited_broker_values(
+    defaults: &TopicDefaults,
+    dynamic: &DynamicDefaults,
+    scope: BrokerScope,
+) -> BTreeMap<String, String> {
+    let layers = broker_layers(defaults, dynamic);
+    let inherited = match scope {
+        BrokerScope::ClusterDefault => &layers.file,
+        BrokerScope::Node(_) => &layers.cluster,
+    };
+    TOPIC_KEYS.iter().map(|key| (key.broker_name.to_owned(), value_of(inherited, key.name))).collect()
+}
+
+/// The value each topic key has when the topic does not override it.
+pub fn inherited_topic_values(defaults: &TopicDefaults, dynamic: &DynamicDefaults) -> BTreeMap<String, String> {
+    let broker = broker_layers(defaults, dynamic).node;
+    TOPIC_KEYS.iter().map(|key| (key.name.to_owned(), value_of(&broker, key.name))).collect()
+}
+
+/// The broker-level settings after each layer, least specific first.
+struct BrokerLayers {
+    builtin: EffectiveTopicConfig,
+    file: EffectiveTopicConfig,
+    /// `file` with the dynamic cluster-wide defaults applied.
+    cluster: EffectiveTopicConfig,
+    /// `cluster` with this node's dynamic configs applied: what topics
+    /// without overrides run with.
+    node: EffectiveTopicConfig,
+}
+
+fn broker_layers(defaults: &TopicDefaults, dynamic: &DynamicDefaults) -> BrokerLayers {
+    let file = from_defaults(defaults);
+    let mut cluster = file.clone();
+    apply_broker_layer(&mut cluster, &dynamic.cluster);
+    let mut node = cluster.clone();
+    apply_broker_layer(&mut node, &dynamic.node);
+    BrokerLayers { builtin: EffectiveTopicConfig::default(), file, cluster, node }
+}
+
+/// Applies dynamic values by broker-level name. They were validated when
+/// set; one that no longer parses is skipped with a warning, as in
+/// [`effective_with`].
+fn apply_broker_layer(config: &mut EffectiveTopicConfig, layer: &BTreeMap<String, String>) {
+    for (name, value) in layer {
+        let applied = match topic_key_for_broker_name(name) {
+            Some(key) => apply(config, key.name, value).map_err(|error| error.to_string()),
+            None => Err(format!("unknown broker config `{name}`")),
+        };
+        if let Err(error) = applied {
+            tracing::warn!(%error, "ignoring a stored dynamic broker config that is no longer valid");
+        }
+    }
+}
+
+/// The broker-level synonyms of one topic key, most specific first: this
+/// node's dynamic value, the cluster-wide dynamic default, the file's value
+/// (when it differs from the built-in one), the built-in default.
+fn broker_synonyms(key: &TopicKey, layers: &BrokerLayers, dynamic: &DynamicDefaults) -> Vec<ConfigSynonym> {
+    let mut synonyms = Vec::with_capacity(4);
+    if dynamic.node.contains_key(key.broker_name) {
+        synonyms.push(ConfigSynonym {
+            name: key.broker_name,
+            value: value_of(&layers.node, key.name),
+            source: ConfigSource::DynamicBroker,
+        });
+    }
+    if dynamic.cluster.contains_key(key.broker_name) {
+        synonyms.push(ConfigSynonym {
+            name: key.broker_name,
+            value: value_of(&layers.cluster, key.name),
+            source: ConfigSource::DynamicDefaultBroker,
+        });
+    }
+    let file_value = value_of(&layers.file, key.name);
+    let builtin_value = value_of(&layers.builtin, key.name);
+    // The file's explicit keys are not remembered: a file value equal to
+    // the built-in one is reported as DEFAULT_CONFIG.
+    if file_value != builtin_value {
+        synonyms.push(ConfigSynonym { name: key.broker_name, value: file_value, source: ConfigSource::BrokerDefault });
+    }
+    synonyms.push(ConfigSynonym { name: key.broker_name, value: builtin_value, source: ConfigSource::Default });
+    synonyms
+}
+
+/// An entry whose value and source are those of its first synonym.
+fn entry_from_synonyms(
+    name: &'static str,
+    key: &TopicKey,
+    read_only: bool,
+    synonyms: Vec<ConfigSynonym>,
+) -> ConfigEntry {
+    debug_assert!(!synonyms.is_empty(), "{name} has no synonyms");
+    ConfigEntry {
+        name,
+        value: synonyms[0].value.clone(),
+        source: synonyms[0].source,
+        read_only,
+        sensitive: false,
+        config_type: key.config_type,
+        documentation: key.documentation,
+        synonyms,
+    }
+}
+
+/// This broker's settings, for DescribeConfigs on BROKER resource `<node
+/// id>`: identity and network keys (read-only, from the file) and every
+/// topic default under its broker name, dynamic (not read-only), with its
+/// value from the most specific layer that sets it.
+pub fn describe_broker(config: &Config, dynamic: &DynamicDefaults) -> Vec<ConfigEntry> {
+    let layers = broker_layers(&config.topic_defaults, dynamic);
     let listen = format!("PLAINTEXT://{}", config.listen);
     let advertised = if config.advertised_host.contains(':') {
         format!("PLAINTEXT://[{}]:{}", config.advertised_host, config.advertised_port)
@@ -452,21 +723,28 @@ pub fn describe_broker(config: &Config) -> Vec<ConfigEntry> {
         ),
     ];
     for key in TOPIC_KEYS {
-        let value = value_of(&broker, key.name);
-        let source =
-            if value == value_of(&builtin, key.name) { ConfigSource::Default } else { ConfigSource::BrokerDefault };
-        entries.push(ConfigEntry {
-            name: key.broker_name,
-            value: value.clone(),
-            source,
-            read_only: true,
-            sensitive: false,
-            config_type: key.config_type,
-            documentation: key.documentation,
-            synonyms: vec![ConfigSynonym { name: key.broker_name, value, source }],
-        });
+        entries.push(entry_from_synonyms(key.broker_name, key, false, broker_synonyms(key, &layers, dynamic)));
     }
     entries
+}
+
+/// The cluster-wide dynamic defaults, for DescribeConfigs on BROKER resource
+/// `` (empty name): only the keys set there, each with source
+/// DYNAMIC_DEFAULT_BROKER_CONFIG and that one synonym, as Kafka answers.
+pub fn describe_broker_defaults(defaults: &TopicDefaults, dynamic: &DynamicDefaults) -> Vec<ConfigEntry> {
+    let layers = broker_layers(defaults, dynamic);
+    TOPIC_KEYS
+        .iter()
+        .filter(|key| dynamic.cluster.contains_key(key.broker_name))
+        .map(|key| {
+            let synonym = ConfigSynonym {
+                name: key.broker_name,
+                value: value_of(&layers.cluster, key.name),
+                source: ConfigSource::DynamicDefaultBroker,
+            };
+            entry_from_synonyms(key.broker_name, key, false, vec![synonym])
+        })
+        .collect()
 }
 
 fn static_entry(
@@ -826,12 +1104,14 @@ mod tests {
     }
 
     #[test]
-    fn describe_broker_lists_static_read_only_values() {
-        // Proves: a BROKER resource describes its identity, network and topic
-        // defaults under Kafka's broker names, all read-only.
+    fn describe_broker_lists_static_and_dynamic_values() {
+        // Proves: a BROKER resource describes its identity and network
+        // settings read-only, and the topic defaults under Kafka's broker
+        // names as dynamically updatable.
         let config = Config::load(None).unwrap();
-        let entries = describe_broker(&config);
-        let value = |name: &str| entries.iter().find(|entry| entry.name == name).unwrap().value.clone();
+        let entries = describe_broker(&config, &DynamicDefaults::default());
+        let entry = |name: &str| entries.iter().find(|entry| entry.name == name).unwrap().clone();
+        let value = |name: &str| entry(name).value;
         assert_eq!(value("node.id"), "1");
         assert_eq!(value("log.dirs"), "./stele-data");
         assert_eq!(value("socket.request.max.bytes"), "104857600");
@@ -840,6 +1120,154 @@ mod tests {
         assert_eq!(value("log.segment.bytes"), "1073741824");
         assert_eq!(value("message.max.bytes"), "1048588");
         assert_eq!(value("advertised.listeners"), "PLAINTEXT://127.0.0.1:9092");
-        assert!(entries.iter().all(|entry| entry.read_only && !entry.sensitive));
+        assert!(entries.iter().all(|entry| !entry.sensitive));
+        for name in STATIC_BROKER_KEYS.iter().filter(|name| **name != "log.retention.check.interval.ms") {
+            assert!(entry(name).read_only, "{name}");
+        }
+        for key in TOPIC_KEYS {
+            assert!(!entry(key.broker_name).read_only, "{}", key.broker_name);
+        }
+    }
+
+    fn dynamic(cluster: &[(&str, &str)], node: &[(&str, &str)]) -> DynamicDefaults {
+        DynamicDefaults { cluster: overrides(cluster), node: overrides(node) }
+    }
+
+    #[test]
+    fn layers_apply_in_kafkas_order() {
+        // Proves the precedence: built-in < file [topics] < dynamic cluster
+        // default < dynamic per-broker < topic override, key by key.
+        let mut file = TopicDefaults::default();
+        file.log.retention_age_max = Some(Duration::from_millis(1000));
+        file.log.segment_bytes_max = 1 << 20;
+        file.message_bytes_max = 5000;
+        let layers = dynamic(
+            &[("log.retention.ms", "2000"), ("message.max.bytes", "6000"), ("log.roll.ms", "60000")],
+            &[("log.retention.ms", "3000")],
+        );
+        let topic = overrides(&[("retention.ms", "4000")]);
+
+        let plain = effective_with(&file, &layers, &TopicOverrides::new());
+        assert_eq!(plain.log.retention_age_max, Some(Duration::from_millis(3000)), "per-broker beats cluster");
+        assert_eq!(plain.message_bytes_max, 6000, "cluster default beats the file");
+        assert_eq!(plain.log.segment_age_max, Some(Duration::from_secs(60)), "cluster default beats built-in");
+        assert_eq!(plain.log.segment_bytes_max, 1 << 20, "file beats built-in");
+        assert_eq!(plain.log.index_interval_bytes, EffectiveTopicConfig::default().log.index_interval_bytes);
+
+        let overridden = effective_with(&file, &layers, &topic);
+        assert_eq!(overridden.log.retention_age_max, Some(Duration::from_millis(4000)), "topic beats all");
+        assert_eq!(overridden.message_bytes_max, 6000);
+
+        let cluster_only = effective_with(&file, &dynamic(&[("log.retention.ms", "2000")], &[]), &topic);
+        assert_eq!(cluster_only.log.retention_age_max, Some(Duration::from_millis(4000)));
+        assert_eq!(
+            effective_with(&file, &DynamicDefaults::default(), &TopicOverrides::new()),
+            effective(&file, &TopicOverrides::new()),
+            "no dynamic configs: the file's defaults"
+        );
+    }
+
+    #[test]
+    fn describe_reports_dynamic_sources_and_synonyms() {
+        // Proves: DescribeConfigs reports a dynamic per-broker value as
+        // DYNAMIC_BROKER_CONFIG (2) and a cluster default as
+        // DYNAMIC_DEFAULT_BROKER_CONFIG (7), on topics and on the broker,
+        // with the synonyms in Kafka's order; the empty BROKER resource lists
+        // only the cluster defaults.
+        let file = TopicDefaults { message_bytes_max: 5000, ..TopicDefaults::default() };
+        let layers =
+            dynamic(&[("log.retention.ms", "2000"), ("message.max.bytes", "6000")], &[("log.retention.ms", "3000")]);
+        let entries = describe_with(&file, &layers, &overrides(&[("segment.ms", "1000")]));
+        let entry = |name: &str| entries.iter().find(|entry| entry.name == name).unwrap().clone();
+        let sources =
+            |entry: &ConfigEntry| entry.synonyms.iter().map(|s| (s.source.code(), s.value.clone())).collect::<Vec<_>>();
+
+        let retention = entry("retention.ms");
+        assert_eq!((retention.value.as_str(), retention.source), ("3000", ConfigSource::DynamicBroker));
+        assert_eq!(sources(&retention), vec![(2, "3000".into()), (7, "2000".into()), (5, "604800000".into())]);
+        let message = entry("max.message.bytes");
+        assert_eq!((message.value.as_str(), message.source), ("6000", ConfigSource::DynamicDefaultBroker));
+        assert_eq!(sources(&message), vec![(7, "6000".into()), (4, "5000".into()), (5, "1048588".into())]);
+        assert_eq!(message.synonyms[0].name, "message.max.bytes");
+        let segment = entry("segment.ms");
+        assert_eq!(segment.source, ConfigSource::TopicOverride, "a topic override still wins");
+
+        let mut config = Config::load(None).unwrap();
+        config.topic_defaults = file.clone();
+        let broker = describe_broker(&config, &layers);
+        let retention = broker.iter().find(|entry| entry.name == "log.retention.ms").unwrap();
+        assert_eq!((retention.value.as_str(), retention.source.code()), ("3000", 2));
+        assert_eq!(retention.synonyms.len(), 3);
+
+        let cluster = describe_broker_defaults(&file, &layers);
+        let names: Vec<_> =
+            cluster.iter().map(|entry| (entry.name, entry.value.as_str(), entry.source.code())).collect();
+        assert_eq!(names, vec![("log.retention.ms", "2000", 7), ("message.max.bytes", "6000", 7)]);
+        assert!(cluster.iter().all(|entry| entry.synonyms.len() == 1 && !entry.read_only));
+    }
+
+    #[test]
+    fn scopes_are_stored_side_by_side() {
+        // Proves: the cluster default and each broker's values live in one
+        // map without touching each other, and replacing a scope removes
+        // its keys left out.
+        let stored = replace_scope_configs(
+            &BTreeMap::new(),
+            BrokerScope::ClusterDefault,
+            &overrides(&[("log.retention.ms", "1"), ("message.max.bytes", "2")]),
+        );
+        let stored = replace_scope_configs(&stored, BrokerScope::Node(7), &overrides(&[("log.retention.ms", "3")]));
+        assert_eq!(stored.get("7/log.retention.ms").map(String::as_str), Some("3"));
+        assert_eq!(scope_configs(&stored, BrokerScope::Node(7)), overrides(&[("log.retention.ms", "3")]));
+        assert!(scope_configs(&stored, BrokerScope::Node(8)).is_empty());
+        let layers = DynamicDefaults::for_node(&stored, 7);
+        assert_eq!(layers.cluster.len(), 2);
+        assert_eq!(layers.node.len(), 1);
+
+        let stored =
+            replace_scope_configs(&stored, BrokerScope::ClusterDefault, &overrides(&[("message.max.bytes", "9")]));
+        assert_eq!(scope_configs(&stored, BrokerScope::ClusterDefault), overrides(&[("message.max.bytes", "9")]));
+        assert_eq!(scope_configs(&stored, BrokerScope::Node(7)).len(), 1, "the other scope is kept");
+    }
+
+    #[test]
+    fn broker_values_use_the_topic_parser_and_name_the_broker_key() {
+        // Proves: dynamic broker values are checked exactly as topic values,
+        // errors name the broker-level key; static settings are read-only and
+        // other names unknown.
+        assert_eq!(
+            validate_broker_configs(&overrides(&[("log.retention.ms", "-1"), ("message.max.bytes", "10")])),
+            Ok(())
+        );
+        let error = validate_broker_configs(&overrides(&[("log.retention.ms", "-2")])).unwrap_err();
+        assert_eq!(error.key(), "log.retention.ms");
+        assert!(!error.is_read_only());
+        assert_eq!(
+            error.to_string(),
+            "broker config `log.retention.ms` = `-2`: expected -1 (keep forever) or a non-negative integer (milliseconds)"
+        );
+        let compact = validate_broker_configs(&overrides(&[("log.cleanup.policy", "compact")])).unwrap_err();
+        assert!(compact.to_string().contains("compaction is not supported"), "{compact}");
+        for key in ["node.id", "log.dirs"] {
+            let error = validate_broker_configs(&overrides(&[(key, "1")])).unwrap_err();
+            assert!(error.is_read_only(), "{error}");
+            assert!(error.to_string().contains(key), "{error}");
+        }
+        let unknown = validate_broker_configs(&overrides(&[("retention.ms", "1")])).unwrap_err();
+        assert_eq!(unknown, BrokerConfigError::Unknown { key: "retention.ms".into() });
+    }
+
+    #[test]
+    fn inherited_values_skip_the_scope_itself() {
+        // Proves: APPEND/SUBTRACT on a scope start from the layers below it:
+        // the cluster default inherits the file, a broker the cluster default.
+        let layers = dynamic(&[("log.retention.ms", "2000")], &[("log.retention.ms", "3000")]);
+        let file = TopicDefaults::default();
+        assert_eq!(
+            inherited_broker_values(&file, &layers, BrokerScope::ClusterDefault)["log.retention.ms"],
+            "604800000"
+        );
+        assert_eq!(inherited_broker_values(&file, &layers, BrokerScope::Node(1))["log.retention.ms"], "2000");
+        assert_eq!(inherited_topic_values(&file, &layers)["retention.ms"], "3000");
     }
 }

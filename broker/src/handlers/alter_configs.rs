@@ -1,12 +1,16 @@
-//! AlterConfigs (key 33): replaces a topic's whole set of overrides with the
-//! configs given (keys left out return to the broker default), as Kafka's
-//! legacy AlterConfigs does. The controller (shard 0) validates, logs and
-//! publishes the change; each shard applies the new effective config to its
-//! running partitions before the answer.
+//! AlterConfigs (key 33): replaces a resource's whole set of dynamic configs
+//! with the configs given (keys left out return to the next layer), as
+//! Kafka's legacy AlterConfigs does. The controller (shard 0) validates, logs
+//! and publishes the change; each shard applies the new effective config to
+//! its running partitions before the answer.
 //!
-//! BROKER resources: Stele's broker settings come from its configuration
-//! file and cannot change at run time, so a change is INVALID_REQUEST, which
-//! is what Kafka answers for configs it cannot update dynamically.
+//! TOPIC resources hold topic overrides (`retention.ms`). BROKER resources
+//! hold dynamic broker configs under broker-level names (`log.retention.ms`):
+//! the empty name is the cluster-wide default, this node's id the per-broker
+//! value (which wins). Only the broker names of topic keys are dynamic; a
+//! static setting (`node.id`, `log.dirs`, ...) is INVALID_REQUEST naming the
+//! key, as Kafka answers for configs it cannot update dynamically; a bad
+//! value is INVALID_CONFIG naming the key.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -18,7 +22,7 @@ use protocol::ErrorCode;
 use super::describe_configs::{check_broker_name, unsupported_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
 use crate::shard::Shard;
-use crate::topic_config::TopicOverrides;
+use crate::topic_config::{BrokerScope, TopicOverrides};
 
 pub async fn handle(shard: &Rc<Shard>, _version: i16, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
@@ -26,19 +30,24 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: AlterConfigsReque
         let name = resource.resource_name.to_string();
         let configs: Vec<(String, Option<String>)> =
             resource.configs.into_iter().map(|c| (c.name.to_string(), c.value.map(|v| v.to_string()))).collect();
-        let outcome = match resource.resource_type {
-            RESOURCE_TOPIC => match replacement(configs) {
-                Ok(replaced) => {
-                    alter_topic(shard, &name, request.validate_only, move |overrides| {
-                        *overrides = replaced;
-                        Ok(())
-                    })
-                    .await
-                }
-                Err(error) => Err(error),
-            },
-            RESOURCE_BROKER => refuse_broker_change(shard.config.node_id, &name, configs.iter().map(|c| c.0.as_str())),
-            other => Err((ErrorCode::InvalidRequest, unsupported_resource(other))),
+        let validate_only = request.validate_only;
+        let outcome = match (resource.resource_type, replacement(configs)) {
+            (RESOURCE_TOPIC | RESOURCE_BROKER, Err(error)) => Err(error),
+            (RESOURCE_TOPIC, Ok(replaced)) => {
+                alter_topic(shard, &name, validate_only, move |overrides| {
+                    *overrides = replaced;
+                    Ok(())
+                })
+                .await
+            }
+            (RESOURCE_BROKER, Ok(replaced)) => {
+                alter_broker(shard, &name, validate_only, move |configs| {
+                    *configs = replaced;
+                    Ok(())
+                })
+                .await
+            }
+            (other, _) => Err((ErrorCode::InvalidRequest, unsupported_resource(other))),
         };
         let mut result = AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
@@ -54,16 +63,16 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: AlterConfigsReque
     response
 }
 
-/// The new override set: every key once, none null (Kafka: "Null value not
+/// The new config set: every key once, none null (Kafka: "Null value not
 /// supported", "duplicate config keys"; both INVALID_REQUEST).
-fn replacement(configs: Vec<(String, Option<String>)>) -> Result<TopicOverrides, (ErrorCode, String)> {
+fn replacement(configs: Vec<(String, Option<String>)>) -> Result<BTreeMap<String, String>, (ErrorCode, String)> {
     let mut out = BTreeMap::new();
     for (key, value) in configs {
         let Some(value) = value else {
-            return Err((ErrorCode::InvalidRequest, format!("null value not supported for topic config '{key}'")));
+            return Err((ErrorCode::InvalidRequest, format!("null value not supported for config '{key}'")));
         };
         if out.insert(key.clone(), value).is_some() {
-            return Err((ErrorCode::InvalidRequest, format!("topic config '{key}' appears more than once")));
+            return Err((ErrorCode::InvalidRequest, format!("config '{key}' appears more than once")));
         }
     }
     Ok(out)
@@ -94,26 +103,38 @@ where
         .unwrap_or_else(|gone| Err((ErrorCode::NotController, gone.to_string())))
 }
 
-/// The answer to a change of BROKER configs: Stele has no dynamic broker
-/// configs. An empty change is accepted, as in Kafka.
-pub(super) fn refuse_broker_change<'a>(
-    node_id: i32,
+/// The scope a BROKER resource name addresses: empty for the cluster-wide
+/// default, else this node's id (another id or a non-number is
+/// INVALID_REQUEST, as in Kafka).
+pub(super) fn broker_scope(node_id: i32, name: &str) -> Result<BrokerScope, (ErrorCode, String)> {
+    if name.is_empty() {
+        return Ok(BrokerScope::ClusterDefault);
+    }
+    check_broker_name(node_id, name)?;
+    Ok(BrokerScope::Node(node_id))
+}
+
+/// Runs `edit` on the dynamic configs of the BROKER resource `name` on the
+/// controller, which validates the result (INVALID_REQUEST for a static key,
+/// INVALID_CONFIG for a bad value, each naming the key) and, unless
+/// `validate_only`, logs and publishes it.
+pub(super) async fn alter_broker<F>(
+    shard: &Rc<Shard>,
     name: &str,
-    mut keys: impl Iterator<Item = &'a str>,
-) -> Result<(), (ErrorCode, String)> {
-    if !name.is_empty() {
-        check_broker_name(node_id, name)?;
-    }
-    match keys.next() {
-        None => Ok(()),
-        Some(first) => Err((
-            ErrorCode::InvalidRequest,
-            format!(
-                "cannot update broker config '{first}' dynamically: Stele's broker settings are read from its \
-                 configuration file at startup; change the file and restart"
-            ),
-        )),
-    }
+    validate_only: bool,
+    edit: F,
+) -> Result<(), (ErrorCode, String)>
+where
+    F: FnOnce(&mut BTreeMap<String, String>) -> Result<(), (ErrorCode, String)> + Send + 'static,
+{
+    let scope = broker_scope(shard.config.node_id, name)?;
+    shard
+        .invoke_on(0, move |shard| async move {
+            let controller = shard.controller.as_ref().expect("shard 0 is the controller");
+            controller.set_broker_configs(&shard, scope, edit, validate_only).await
+        })
+        .await
+        .unwrap_or_else(|gone| Err((ErrorCode::NotController, gone.to_string())))
 }
 
 #[cfg(test)]
@@ -133,13 +154,13 @@ mod tests {
     }
 
     #[test]
-    fn broker_changes_are_refused_with_a_reason() {
-        // Proves a BROKER change is INVALID_REQUEST naming the key and why,
-        // while an empty change and the wrong id follow Kafka.
-        let (code, message) = refuse_broker_change(1, "1", ["log.retention.ms"].into_iter()).unwrap_err();
-        assert_eq!(code, ErrorCode::InvalidRequest);
-        assert!(message.contains("log.retention.ms") && message.contains("configuration file"), "{message}");
-        assert!(refuse_broker_change(1, "1", std::iter::empty()).is_ok());
-        assert!(refuse_broker_change(1, "2", std::iter::empty()).is_err());
+    fn broker_resource_names_pick_a_scope() {
+        // Proves Kafka's BROKER resource names: empty is the cluster-wide
+        // default, this node's id is the per-broker scope, anything else is
+        // INVALID_REQUEST.
+        assert_eq!(broker_scope(1, ""), Ok(BrokerScope::ClusterDefault));
+        assert_eq!(broker_scope(1, "1"), Ok(BrokerScope::Node(1)));
+        assert_eq!(broker_scope(1, "2").unwrap_err().0, ErrorCode::InvalidRequest);
+        assert_eq!(broker_scope(1, "one").unwrap_err().0, ErrorCode::InvalidRequest);
     }
 }

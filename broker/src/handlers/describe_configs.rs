@@ -1,11 +1,13 @@
 //! DescribeConfigs (key 32): a topic's effective configs (its overrides over
-//! the broker defaults) and this broker's static settings, with sources,
-//! synonyms (when asked), and types and documentation (v3+).
+//! the dynamic and static broker defaults) and this broker's settings, with
+//! sources, synonyms (when asked), and types and documentation (v3+).
 //!
 //! Resource rules follow Kafka's ConfigHelper: a BROKER resource names this
-//! node's id, or is empty for the cluster-wide dynamic defaults (Stele has
-//! none, so an empty list); any other id or a non-number is INVALID_REQUEST;
-//! resource types other than TOPIC and BROKER are INVALID_REQUEST.
+//! node's id (every broker setting, the topic defaults with their dynamic
+//! values), or is empty for the cluster-wide dynamic defaults (only the keys
+//! set there, source DYNAMIC_DEFAULT_BROKER_CONFIG); any other id or a
+//! non-number is INVALID_REQUEST; resource types other than TOPIC and BROKER
+//! are INVALID_REQUEST.
 
 use std::rc::Rc;
 
@@ -17,7 +19,7 @@ use protocol::{ErrorCode, StrBytes};
 
 use super::str_bytes;
 use crate::shard::Shard;
-use crate::topic_config::{self, ConfigEntry};
+use crate::topic_config::{self, ConfigEntry, DynamicDefaults};
 
 /// Kafka's ConfigResource types.
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -53,24 +55,25 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: DescribeConfigsReq
 
 /// The entries of one resource, or Kafka's error for it.
 fn entries_for(shard: &Shard, resource_type: i8, name: &str) -> Result<Vec<ConfigEntry>, (ErrorCode, String)> {
+    let image = shard.metadata();
+    let dynamic = DynamicDefaults::for_node(&image.broker_configs, shard.config.node_id);
     match resource_type {
         RESOURCE_TOPIC => {
             if let Err(reason) = crate::metadata::validate_topic_name(name) {
                 return Err((ErrorCode::InvalidTopicException, reason.to_string()));
             }
-            let image = shard.metadata();
             let topic = image
                 .topics
                 .get(name)
                 .ok_or_else(|| (ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
-            Ok(topic_config::describe(&shard.config.topic_defaults, &topic.configs))
+            Ok(topic_config::describe_with(&shard.config.topic_defaults, &dynamic, &topic.configs))
         }
         RESOURCE_BROKER => {
             if name.is_empty() {
-                return Ok(Vec::new());
+                return Ok(topic_config::describe_broker_defaults(&shard.config.topic_defaults, &dynamic));
             }
             check_broker_name(shard.config.node_id, name)?;
-            Ok(topic_config::describe_broker(&shard.config))
+            Ok(topic_config::describe_broker(&shard.config, &dynamic))
         }
         other => Err((ErrorCode::InvalidRequest, unsupported_resource(other))),
     }

@@ -1,8 +1,10 @@
-//! IncrementalAlterConfigs (key 44): per-key changes to a topic's overrides:
-//! SET (0), DELETE (1, back to the broker default), APPEND (2) and SUBTRACT
-//! (3) for list-typed keys only (else INVALID_CONFIG, as in Kafka). The
-//! change is applied by the controller like AlterConfigs; BROKER resources
-//! are refused the same way (static settings).
+//! IncrementalAlterConfigs (key 44): per-key changes to a topic's overrides
+//! or a BROKER resource's dynamic configs: SET (0), DELETE (1, back to the
+//! next layer: the broker default for a topic, the cluster default or the
+//! file for a broker), APPEND (2) and SUBTRACT (3) for list-typed keys only
+//! (else INVALID_CONFIG, as in Kafka). The change is applied by the
+//! controller like AlterConfigs, with the same resource rules (see
+//! `alter_configs`).
 
 use std::rc::Rc;
 
@@ -10,12 +12,13 @@ use protocol::messages::incremental_alter_configs_response::AlterConfigsResource
 use protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use protocol::ErrorCode;
 
-use super::alter_configs::{alter_topic, refuse_broker_change};
+use std::collections::BTreeMap;
+
+use super::alter_configs::{alter_broker, alter_topic, broker_scope};
 use super::describe_configs::{unsupported_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
-use crate::config::TopicDefaults;
 use crate::shard::Shard;
-use crate::topic_config::{self, ConfigType, TopicOverrides};
+use crate::topic_config::{self, ConfigType, DynamicDefaults};
 
 /// One requested change, as Kafka's AlterConfigOp.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,21 +44,33 @@ pub async fn handle(
             .iter()
             .map(|c| parse(c.name.as_str(), c.config_operation, c.value.as_ref().map(|v| v.as_str())))
             .collect();
+        let changes = changes.and_then(|changes| check_unique(&changes).map(|()| changes));
+        let validate_only = request.validate_only;
+        let image = shard.metadata();
+        let dynamic = DynamicDefaults::for_node(&image.broker_configs, shard.config.node_id);
+        let defaults = &shard.config.topic_defaults;
         let outcome = match (resource.resource_type, changes) {
             (_, Err(error)) => Err(error),
-            (RESOURCE_TOPIC, Ok(changes)) => match check_unique(&changes) {
+            (RESOURCE_TOPIC, Ok(changes)) => {
+                let inherited = topic_config::inherited_topic_values(defaults, &dynamic);
+                let list_key = |key: &str| topic_config::topic_key(key).map(|spec| spec.config_type);
+                alter_topic(shard, &name, validate_only, move |overrides| {
+                    apply(overrides, &inherited, list_key, changes)
+                })
+                .await
+            }
+            (RESOURCE_BROKER, Ok(changes)) => match broker_scope(shard.config.node_id, &name) {
                 Err(error) => Err(error),
-                Ok(()) => {
-                    let defaults = shard.config.topic_defaults.clone();
-                    alter_topic(shard, &name, request.validate_only, move |overrides| {
-                        apply(overrides, &defaults, changes)
+                Ok(scope) => {
+                    let inherited = topic_config::inherited_broker_values(defaults, &dynamic, scope);
+                    let list_key =
+                        |key: &str| topic_config::topic_key_for_broker_name(key).map(|spec| spec.config_type);
+                    alter_broker(shard, &name, validate_only, move |configs| {
+                        apply(configs, &inherited, list_key, changes)
                     })
                     .await
                 }
             },
-            (RESOURCE_BROKER, Ok(changes)) => {
-                refuse_broker_change(shard.config.node_id, &name, changes.iter().map(|c| c.0.as_str()))
-            }
             (other, Ok(_)) => Err((ErrorCode::InvalidRequest, unsupported_resource(other))),
         };
         let mut result = AlterConfigsResourceResponse::default();
@@ -105,42 +120,40 @@ fn check_unique(changes: &[Change]) -> Result<(), (ErrorCode, String)> {
     Ok(())
 }
 
-/// Applies the changes to a topic's overrides. APPEND and SUBTRACT start
-/// from the current effective value (the override, else the broker default).
+/// Applies the changes to a resource's stored configs (a topic's overrides
+/// or one BROKER scope's dynamic configs). APPEND and SUBTRACT start from the
+/// stored value, else the value `inherited` from the layers below; `config_type`
+/// gives a key's type. An unknown key is stored as given: the controller's
+/// validation refuses it with the error that names it.
 pub fn apply(
-    overrides: &mut TopicOverrides,
-    defaults: &TopicDefaults,
+    configs: &mut BTreeMap<String, String>,
+    inherited: &BTreeMap<String, String>,
+    config_type: impl Fn(&str) -> Option<ConfigType>,
     changes: Vec<Change>,
 ) -> Result<(), (ErrorCode, String)> {
     for (key, op) in changes {
         let appending = matches!(op, Operation::Append(_));
         match op {
             Operation::Set(value) => {
-                overrides.insert(key, value);
+                configs.insert(key, value);
             }
             Operation::Delete => {
-                overrides.remove(&key);
+                configs.remove(&key);
             }
             Operation::Append(value) | Operation::Subtract(value) => {
-                let Some(spec) = topic_config::topic_key(&key) else {
-                    return Err((ErrorCode::InvalidConfig, format!("unknown topic config `{key}`")));
+                let Some(kind) = config_type(&key) else {
+                    configs.insert(key, value);
+                    continue;
                 };
-                if spec.config_type != ConfigType::List {
+                if kind != ConfigType::List {
                     let verb = if appending { "append" } else { "subtract" };
                     return Err((
                         ErrorCode::InvalidConfig,
                         format!("config value {verb} is not allowed for config key `{key}`: it is not a list"),
                     ));
                 }
-                let current = match overrides.get(&key) {
-                    Some(value) => value.clone(),
-                    None => topic_config::describe(defaults, overrides)
-                        .into_iter()
-                        .find(|entry| entry.name == key)
-                        .map(|entry| entry.value)
-                        .unwrap_or_default(),
-                };
-                let mut items: Vec<String> = split_list(&current);
+                let current = configs.get(&key).or_else(|| inherited.get(&key)).map(String::as_str).unwrap_or_default();
+                let mut items: Vec<String> = split_list(current);
                 for item in split_list(&value) {
                     if appending {
                         if !items.contains(&item) {
@@ -150,7 +163,7 @@ pub fn apply(
                         items.retain(|existing| *existing != item);
                     }
                 }
-                overrides.insert(key, items.join(","));
+                configs.insert(key, items.join(","));
             }
         }
     }
@@ -169,14 +182,22 @@ mod tests {
         parse(key, operation, value).unwrap()
     }
 
+    fn topic_type(key: &str) -> Option<ConfigType> {
+        topic_config::topic_key(key).map(|spec| spec.config_type)
+    }
+
+    fn inherited_topic() -> BTreeMap<String, String> {
+        topic_config::inherited_topic_values(&Default::default(), &DynamicDefaults::default())
+    }
+
     #[test]
     fn set_and_delete_edit_single_keys() {
         // Proves SET adds or replaces an override and DELETE removes it
         // (back to the broker default), leaving other keys alone.
-        let mut overrides: TopicOverrides = [("retention.ms".to_string(), "1".to_string())].into();
+        let mut overrides: BTreeMap<String, String> = [("retention.ms".to_string(), "1".to_string())].into();
         overrides.insert("segment.bytes".into(), "1048576".into());
         let changes = vec![change("retention.ms", 0, Some("5000")), change("segment.bytes", 1, None)];
-        apply(&mut overrides, &TopicDefaults::default(), changes).unwrap();
+        apply(&mut overrides, &inherited_topic(), topic_type, changes).unwrap();
         assert_eq!(overrides.len(), 1);
         assert_eq!(overrides["retention.ms"], "5000");
     }
@@ -186,15 +207,30 @@ mod tests {
         // Proves APPEND/SUBTRACT work on the list key starting from its
         // effective value, skip duplicates, and are INVALID_CONFIG for a
         // key that is not a list.
-        let defaults = TopicDefaults::default();
-        let mut overrides = TopicOverrides::new();
-        apply(&mut overrides, &defaults, vec![change("cleanup.policy", 2, Some("delete,compact"))]).unwrap();
+        let inherited = inherited_topic();
+        let mut overrides = BTreeMap::new();
+        apply(&mut overrides, &inherited, topic_type, vec![change("cleanup.policy", 2, Some("delete,compact"))])
+            .unwrap();
         assert_eq!(overrides["cleanup.policy"], "delete,compact", "delete (the default) is kept once");
-        apply(&mut overrides, &defaults, vec![change("cleanup.policy", 3, Some("compact"))]).unwrap();
+        apply(&mut overrides, &inherited, topic_type, vec![change("cleanup.policy", 3, Some("compact"))]).unwrap();
         assert_eq!(overrides["cleanup.policy"], "delete");
-        let (code, message) = apply(&mut overrides, &defaults, vec![change("retention.ms", 2, Some("1"))]).unwrap_err();
+        let (code, message) =
+            apply(&mut overrides, &inherited, topic_type, vec![change("retention.ms", 2, Some("1"))]).unwrap_err();
         assert_eq!(code, ErrorCode::InvalidConfig);
         assert!(message.contains("retention.ms"), "{message}");
+
+        // The same rules on a BROKER scope, under broker-level names.
+        let broker_type = |key: &str| topic_config::topic_key_for_broker_name(key).map(|spec| spec.config_type);
+        let inherited = topic_config::inherited_broker_values(
+            &Default::default(),
+            &DynamicDefaults::default(),
+            topic_config::BrokerScope::ClusterDefault,
+        );
+        let mut configs = BTreeMap::new();
+        apply(&mut configs, &inherited, broker_type, vec![change("log.cleanup.policy", 3, Some("delete"))]).unwrap();
+        assert_eq!(configs["log.cleanup.policy"], "", "subtracted from the inherited `delete`");
+        let refused = apply(&mut configs, &inherited, broker_type, vec![change("log.retention.ms", 2, Some("1"))]);
+        assert_eq!(refused.unwrap_err().0, ErrorCode::InvalidConfig);
     }
 
     #[test]
