@@ -135,7 +135,7 @@ fn describe_and_alter_configs_and_the_new_values_take_effect() {
     // the broker's settings; AlterConfigs replaces the override set and a
     // lowered max.message.bytes refuses a larger record at once;
     // IncrementalAlterConfigs SETs and DELETEs single keys and refuses
-    // APPEND on a non-list key; broker configs cannot be altered.
+    // APPEND on a non-list key; static broker configs cannot be altered.
     let broker = Broker::start();
     create_topic(&broker, "cfg", 2, &[("retention.ms", "86400000")]);
     let admin = admin(&broker);
@@ -188,8 +188,8 @@ fn describe_and_alter_configs_and_the_new_values_take_effect() {
     // rdkafka reports every AlterConfigs resource as Ok, whatever the
     // broker answered: check the broker's answer directly.
     let mut config = messages::alter_configs_request::AlterableConfig::default();
-    config.name = StrBytes::from_static_str("log.retention.ms");
-    config.value = Some(StrBytes::from_static_str("1000"));
+    config.name = StrBytes::from_static_str("log.dirs");
+    config.value = Some(StrBytes::from_static_str("/elsewhere"));
     let mut resource = messages::alter_configs_request::AlterConfigsResource::default();
     resource.resource_type = 4;
     resource.resource_name = StrBytes::from_string(node_id.to_string());
@@ -202,8 +202,8 @@ fn describe_and_alter_configs_and_the_new_values_take_effect() {
         panic!("not an AlterConfigs response")
     };
     let refused = &response.responses[0];
-    assert_eq!(refused.error_code, protocol::ErrorCode::InvalidRequest.code(), "broker configs are static");
-    assert!(refused.error_message.as_ref().is_some_and(|m| m.contains("log.retention.ms")));
+    assert_eq!(refused.error_code, protocol::ErrorCode::InvalidRequest.code(), "log.dirs is static");
+    assert!(refused.error_message.as_ref().is_some_and(|m| m.contains("log.dirs")));
 
     // IncrementalAlterConfigs: SET one key, DELETE another, in one change.
     let ops = [("retention.ms", 0, Some("3600000")), ("max.message.bytes", 1, None)];
