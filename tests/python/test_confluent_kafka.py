@@ -518,3 +518,35 @@ def test_recreated_topic_starts_empty(broker, topic):
         assert drain(c) == []
     finally:
         c.close()
+
+
+def test_dynamic_broker_config_applies_to_existing_topics(fresh_broker, topic):
+    # A dynamic per-broker value (BROKER "1"; librdkafka refuses the empty
+    # name of the cluster-wide default client-side) is described with its
+    # source, enforced at once on a topic without an override, and DELETE
+    # restores the previous limit. A broker of its own: the value would
+    # change every topic of the module.
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, ResourceType
+
+    create_topic(fresh_broker, topic, 1)
+    a = admin(fresh_broker)
+
+    def alter(op, value=None):
+        entry = ConfigEntry("message.max.bytes", value, incremental_operation=op)
+        resource = ConfigResource(ResourceType.BROKER, "1", incremental_configs=[entry])
+        for future in a.incremental_alter_configs([resource]).values():
+            future.result(TIMEOUT)
+
+    alter(AlterConfigOpType.SET, "2000")
+    resource = ConfigResource(ResourceType.BROKER, "1")
+    described = a.describe_configs([resource])[resource].result(TIMEOUT)
+    entry = described["message.max.bytes"]
+    assert entry.value == "2000"
+    assert entry.source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert not entry.is_read_only
+    p = producer(fresh_broker, message_max_bytes=5_000_000)
+    with pytest.raises(AssertionError, match="MSG_SIZE_TOO_LARGE"):
+        produce(p, topic, [(None, b"x" * 5000, [], BASE_TS)], partition=0)
+
+    alter(AlterConfigOpType.DELETE)
+    produce(p, topic, [(None, b"x" * 5000, [], BASE_TS)], partition=0)
