@@ -79,14 +79,12 @@ fn result(shard: &Shard, version: i16, outcome: TopicOutcome) -> CreatableTopicR
             result.num_partitions = outcome.partitions;
             result.replication_factor = 1;
             if version >= 5 {
-                let overrides = shard
-                    .metadata()
-                    .topics
-                    .get(&outcome.name)
-                    .map(|topic| topic.configs.clone())
-                    .unwrap_or_else(|| outcome.configs.clone());
+                let image = shard.metadata();
+                let overrides =
+                    image.topics.get(&outcome.name).map(|topic| topic.configs.clone()).unwrap_or(outcome.configs);
+                let dynamic = topic_config::DynamicDefaults::for_node(&image.broker_configs, shard.config.node_id);
                 result.configs = Some(
-                    topic_config::describe(&shard.config.topic_defaults, &overrides)
+                    topic_config::describe_with(&shard.config.topic_defaults, &dynamic, &overrides)
                         .into_iter()
                         .map(|entry| {
                             let mut config = CreatableTopicConfigs::default();
