@@ -1,13 +1,23 @@
 //! Per-shard resources shared by every log on the shard: the write-buffer
 //! budget (appends wait when it is spent), the tail-cache budget (evictable,
-//! so it never blocks), and the slots that bound writes in flight.
+//! so it never blocks), the slots that bound writes in flight, and the pool
+//! of full-size write buffers that appends refill instead of allocating.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
+use glommio::io::DmaBuffer;
+
 use crate::config::ShardLimits;
 use crate::error::Result;
 use crate::notify::Notify;
+
+/// Write chunks' worth of bytes that appends may copy in one scheduler
+/// pass before [`ShardResources::pace_copy`] makes them wait for the reactor.
+/// Measured on one partition (docs/benchmarks.md): 1 chunk cost CPU (up to
+/// 98% of the core for 64 KiB batches), 2 and 4 gave the same throughput, 8
+/// let the disk idle a little more; 4 keeps a pass near 1 ms.
+const COPY_CHUNKS_PER_PASS_MAX: usize = 4;
 
 /// A counted budget of bytes that tasks wait on. Waiting is first come,
 /// first served only loosely (all waiters re-check on each release), which
@@ -79,6 +89,20 @@ pub struct ShardResources {
     /// a busy one's.
     tail_caches: RefCell<Vec<Weak<dyn TailCache>>>,
     next_to_evict: Cell<usize>,
+    /// Written buffers of `write_chunk_bytes_max`, kept for the next chunk
+    /// an append opens. Allocating and freeing a 1 MiB buffer per write made
+    /// the allocator hand out freshly mapped pages, and the kernel zeroing
+    /// them on first touch took a quarter of the shard's CPU at 1.3 GB/s.
+    /// Pooled and charged buffers together stay within the write-buffer
+    /// bound (budget plus one chunk): a buffer moves from charged to pooled
+    /// when its write completes, and a new allocation first drops pooled
+    /// buffers that would take the total past the bound.
+    chunk_pool: RefCell<Vec<DmaBuffer>>,
+    /// Bytes appends copied into write buffers since the last reactor pass
+    /// began, as far as [`ShardResources::pace_copy`] can tell.
+    pass_copied_bytes: Cell<usize>,
+    /// Counts reactor passes seen by tasks that waited in `pace_copy`.
+    pass_id: Cell<u64>,
 }
 
 impl ShardResources {
@@ -90,6 +114,9 @@ impl ShardResources {
             write_slots: glommio::sync::Semaphore::new(limits.writes_in_flight_max as u64),
             tail_caches: RefCell::new(Vec::new()),
             next_to_evict: Cell::new(0),
+            chunk_pool: RefCell::new(Vec::new()),
+            pass_copied_bytes: Cell::new(0),
+            pass_id: Cell::new(0),
             limits,
         }))
     }
@@ -127,6 +154,91 @@ impl ShardResources {
                 }
             }
         }
+    }
+
+    /// Waits, if appends already copied [`COPY_CHUNKS_PER_PASS_MAX`] chunks'
+    /// worth in this scheduler pass, until glommio's reactor has run. glommio hands the
+    /// I/O that tasks queue to the kernel only between scheduler passes, and
+    /// a pass lasts until no task is runnable: when a batch of writes
+    /// completed and freed the budget, every waiting append used to copy in
+    /// the same pass (32 MiB, 8 ms here) while the writes it made possible
+    /// sat unsubmitted and the disk idled, so copying and writing took
+    /// turns instead of overlapping. Called before staging; the caller adds
+    /// what it copied with [`ShardResources::note_copied`].
+    pub(crate) async fn pace_copy(&self) {
+        while self.pass_copied_bytes.get() >= self.copy_bytes_per_pass_max() {
+            let seen = self.pass_id.get();
+            // A timer fires only in the reactor, after it submitted what
+            // the previous pass queued. (A zero timer would resolve at once.)
+            glommio::timer::sleep(std::time::Duration::from_micros(10)).await;
+            if self.pass_id.get() == seen {
+                // The first waiter back opens the new pass's allowance.
+                self.pass_id.set(seen + 1);
+                self.pass_copied_bytes.set(0);
+            }
+        }
+    }
+
+    pub(crate) fn copy_allowed(&self) -> bool {
+        self.pass_copied_bytes.get() < self.copy_bytes_per_pass_max()
+    }
+
+    pub(crate) fn note_copied(&self, bytes: usize) {
+        self.pass_copied_bytes.set(self.pass_copied_bytes.get() + bytes);
+    }
+
+    fn copy_bytes_per_pass_max(&self) -> usize {
+        COPY_CHUNKS_PER_PASS_MAX * self.limits.write_chunk_bytes_max
+    }
+
+    /// A write buffer of `capacity` bytes: a pooled one when `capacity` is
+    /// the chunk size and the pool has one (its old contents are
+    /// overwritten or never written: writes stop at the filled, zero-padded
+    /// length), else a new allocation.
+    pub(crate) fn take_write_buffer(&self, capacity: usize) -> DmaBuffer {
+        let mut pool = self.chunk_pool.borrow_mut();
+        if capacity == self.limits.write_chunk_bytes_max {
+            if let Some(buf) = pool.pop() {
+                debug_assert_eq!(buf.len(), capacity, "pooled buffers are whole chunks");
+                return buf;
+            }
+        }
+        // A new allocation (a smaller chunk of a quiet log, or an empty
+        // pool): pooled buffers go first where they would take the total
+        // past the bound.
+        while !pool.is_empty() && self.dma_bytes_held(pool.len()) + capacity > self.dma_bytes_bound() {
+            pool.pop();
+        }
+        glommio::allocate_dma_buffer(capacity)
+    }
+
+    /// Write buffers charged to the budget plus `pooled` pooled ones.
+    fn dma_bytes_held(&self, pooled: usize) -> usize {
+        self.write_buffer.in_use() + pooled * self.limits.write_chunk_bytes_max
+    }
+
+    /// What write buffers may hold in all (docs/storage.md): the budget
+    /// plus the one chunk an append may allocate past it.
+    fn dma_bytes_bound(&self) -> usize {
+        self.limits.write_buffer_bytes_max + self.limits.write_chunk_bytes_max
+    }
+
+    /// Keeps a written buffer for [`ShardResources::take_write_buffer`] if
+    /// it is a whole chunk and keeping it stays within the bound; call it
+    /// before releasing the buffer's charge (which it counts as moved to
+    /// the pool), so that the append the release wakes finds it.
+    pub(crate) fn recycle_write_buffer(&self, buf: DmaBuffer) {
+        let chunk = self.limits.write_chunk_bytes_max;
+        let mut pool = self.chunk_pool.borrow_mut();
+        // Still charged: pooling it moves bytes, it adds none.
+        if buf.len() == chunk && self.dma_bytes_held(pool.len()) <= self.dma_bytes_bound() {
+            pool.push(buf);
+        }
+    }
+
+    /// Bytes of written buffers kept for reuse (not charged to the budget).
+    pub fn pooled_write_buffer_bytes(&self) -> usize {
+        self.chunk_pool.borrow().len() * self.limits.write_chunk_bytes_max
     }
 
     /// Bytes of DMA write buffers in use right now.

@@ -467,9 +467,11 @@ impl PartitionLog {
                 }
                 Next::WaitForBudget => budget.wait_for_room(records.len()).await,
                 Next::Roll => self.roll().await?,
+                Next::Stage if !self.shared.resources.copy_allowed() => self.shared.resources.pace_copy().await,
                 Next::Stage => break,
             }
         }
+        self.shared.resources.note_copied(records.len());
         let info = self.stage(records, headers);
         self.shared.resources.shrink_tail_caches();
         self.shared.changed.notify_all();
@@ -521,7 +523,7 @@ impl PartitionLog {
                         segment_base: active_base,
                         file: active.file.clone(),
                         position,
-                        buf: glommio::allocate_dma_buffer(capacity),
+                        buf: self.shared.resources.take_write_buffer(capacity),
                         filled: 0,
                         charged: budget.acquire_now(capacity),
                     };
@@ -733,7 +735,17 @@ impl PartitionLog {
                 let len = align_up(chunk.filled);
                 chunk.buf.as_bytes_mut()[chunk.filled..len].fill(0);
                 let charged = chunk.charged;
-                let result = chunk.file.write_at(chunk.buf, len, chunk.position).await;
+                let result = if len == chunk.buf.len() {
+                    // A whole buffer: written without trimming, so that it
+                    // can be filled again.
+                    let (result, buf) = chunk.file.write_whole_at(chunk.buf, chunk.position).await;
+                    if let Some(buf) = buf {
+                        resources.recycle_write_buffer(buf);
+                    }
+                    result
+                } else {
+                    chunk.file.write_at(chunk.buf, len, chunk.position).await
+                };
                 resources.write_buffer.release(charged);
                 result.map(|()| chunk.file)
             }

@@ -5,6 +5,7 @@
 //! whole and atomically: temporary file, fdatasync, rename, directory sync.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
@@ -153,6 +154,31 @@ impl SegmentFile {
             ));
         }
         Ok(())
+    }
+
+    /// Writes all of `buf` at `position` (block aligned, in direct mode) and
+    /// hands the buffer back once the write completed, so that the caller
+    /// can fill it again instead of allocating a new one. The buffer is
+    /// `None` only if glommio still held a reference to it.
+    pub(crate) async fn write_whole_at(&self, buf: DmaBuffer, position: u64) -> (Result<()>, Option<DmaBuffer>) {
+        let len = buf.len();
+        let (written, buf) = match &self.inner {
+            Inner::Direct(file) => {
+                let buf = Rc::new(buf);
+                let written = file.write_rc_at(buf.clone(), position).await;
+                (written, Rc::try_unwrap(buf).ok())
+            }
+            Inner::Buffered(file) => (file.write_at(buf.as_bytes().to_vec(), position).await, Some(buf)),
+        };
+        let result = match written {
+            Ok(written) if written == len => Ok(()),
+            Ok(written) => Err(EngineError::io(
+                &self.path,
+                std::io::Error::other(format!("short write at byte {position}: {written} of {len} bytes")),
+            )),
+            Err(e) => Err(EngineError::glommio(&self.path, e)),
+        };
+        (result, buf)
     }
 
     /// Reads up to `len` bytes at `position`; fewer at the end of the file.
