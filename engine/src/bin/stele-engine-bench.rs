@@ -316,7 +316,6 @@ async fn measure(args: &Args, w: Workload, dir: &Path) -> Result<Outcome, String
     let shard = ShardResources::new(limits.clone()).map_err(err("shard limits"))?;
     let config = LogConfig {
         segment_bytes_max: 1 << 30,
-        preallocate_bytes: 64 << 20,
         flush_policy: if w.fsync {
             FlushPolicy::Always
         } else {
@@ -361,14 +360,22 @@ async fn measure(args: &Args, w: Workload, dir: &Path) -> Result<Outcome, String
             while sampling.get() {
                 glommio::timer::sleep(Duration::from_millis(500)).await;
                 let l = &logs[0];
+                // Runtime: time spent running tasks (since the last call);
+                // the rest of the interval the executor polled I/O or slept.
+                let executor = glommio::executor().executor_stats();
                 eprintln!(
-                    "debug {:.1}s: log0 end {} durable {} stats {:?}; wbuf {} tcache {}",
+                    "debug {:.1}s: log0 end {} durable {} stats {:?}; wbuf {} pooled {} tcache {}; \
+                     executor runtime {:?} scheduler runs {} tasks {}",
                     t0.elapsed().as_secs_f64(),
                     l.log_end_offset(),
                     l.durable_offset(),
                     l.stats(),
                     shard.write_buffer_bytes(),
-                    shard.tail_cache_bytes()
+                    shard.pooled_write_buffer_bytes(),
+                    shard.tail_cache_bytes(),
+                    executor.executor_runtime(),
+                    executor.scheduler_runs(),
+                    executor.tasks_executed(),
                 );
             }
         })
