@@ -1,0 +1,300 @@
+//! What the user sees: a progress line per second while the run goes, one
+//! summary line per direction at the end (in the style of Kafka's
+//! kafka-producer-perf-test), and the JSON result (`--json`), whose field
+//! names follow the OpenMessaging Benchmark's result files.
+//!
+//! MiB/s counts payload bytes (keys and values), 1 MiB = 1048576 bytes,
+//! as Kafka's perf tools do. Totals cover the measured window: from the end
+//! of the warm-up to the end of the run.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::cli::{Cli, Workload};
+use crate::clock::{self, NS_PER_SEC};
+use crate::cluster::{error_name, Cluster};
+use crate::stats::{Percentiles, Stats};
+use crate::{workload_name, TICK};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// One second of the run, for the JSON series.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    publish_rate: f64,
+    publish_bytes_rate: f64,
+    consume_rate: f64,
+    consume_bytes_rate: f64,
+    publish_p50_ms: Option<f64>,
+    publish_p99_ms: Option<f64>,
+    end_to_end_p50_ms: Option<f64>,
+    end_to_end_p99_ms: Option<f64>,
+}
+
+/// What the watcher saw.
+pub struct Outcome {
+    samples: Vec<Sample>,
+    /// End of the measured window.
+    end_ns: u64,
+    drain_timed_out: bool,
+}
+
+/// Runs on the main thread until `finished()`: stops the producers at the
+/// deadline, gives e2e consumers `--drain-timeout` to catch up, prints a
+/// progress line every second.
+pub fn watch(cli: &Cli, stats: &Stats, finished: impl Fn() -> bool) -> Outcome {
+    let mut samples = Vec::new();
+    let mut next_line = Instant::now() + Duration::from_secs(1);
+    let mut last_counts = (stats.produced.get(), stats.consumed.get());
+    let mut last_line = Instant::now();
+    let mut stopped_at_ns = None;
+    let mut producers_done_at = None;
+    let mut drain_timed_out = false;
+    while !finished() {
+        std::thread::sleep(TICK);
+        let now_ns = clock::now_ns();
+        if let (Some(start), Some(duration)) = (stats.started_ns(), cli.duration_s()) {
+            let deadline = start + stats.warmup_ns + (duration * 1e9) as u64;
+            if stopped_at_ns.is_none() && now_ns >= deadline {
+                stats.stop_producing();
+                stopped_at_ns = Some(now_ns);
+            }
+        }
+        if cli.workload == Workload::E2e && stats.producers_done.load(Ordering::Acquire) == cli.producer_count() {
+            let since = *producers_done_at.get_or_insert_with(Instant::now);
+            if !drain_timed_out && since.elapsed().as_secs_f64() > cli.drain_timeout {
+                drain_timed_out = true;
+                stats.abort();
+            }
+        }
+        if Instant::now() >= next_line {
+            let elapsed = last_line.elapsed().as_secs_f64();
+            last_line = Instant::now();
+            next_line += Duration::from_secs(1);
+            let counts = (stats.produced.get(), stats.consumed.get());
+            let sample = sample(stats, last_counts, counts, elapsed);
+            last_counts = counts;
+            if !cli.quiet {
+                println!("{}", progress_line(cli, stats, &sample));
+            }
+            samples.push(sample);
+        }
+    }
+    // A run stopped by its deadline is measured up to the deadline (what
+    // was in flight then still counts); otherwise up to its last record.
+    let end_ns = stopped_at_ns.unwrap_or_else(clock::now_ns);
+    Outcome { samples, end_ns, drain_timed_out }
+}
+
+fn sample(stats: &Stats, last: ((u64, u64), (u64, u64)), now: ((u64, u64), (u64, u64)), seconds: f64) -> Sample {
+    let rate = |then: u64, now: u64| (now - then) as f64 / seconds.max(1e-9);
+    let interval = stats.take_interval();
+    let publish = Percentiles::of(&interval.produce);
+    let end_to_end = Percentiles::of(&interval.end_to_end);
+    Sample {
+        publish_rate: rate(last.0 .0, now.0 .0),
+        publish_bytes_rate: rate(last.0 .1, now.0 .1),
+        consume_rate: rate(last.1 .0, now.1 .0),
+        consume_bytes_rate: rate(last.1 .1, now.1 .1),
+        publish_p50_ms: publish.map(|p| p.p50_ms),
+        publish_p99_ms: publish.map(|p| p.p99_ms),
+        end_to_end_p50_ms: end_to_end.map(|p| p.p50_ms),
+        end_to_end_p99_ms: end_to_end.map(|p| p.p99_ms),
+    }
+}
+
+fn progress_line(cli: &Cli, stats: &Stats, sample: &Sample) -> String {
+    let elapsed = stats.started_ns().map_or(0.0, |start| clock::now_ns().saturating_sub(start) as f64 / 1e9);
+    let warm = if stats.is_measured(clock::now_ns()) { "" } else { " (warm-up)" };
+    let ms = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    let mut line = format!("{elapsed:6.1} s{warm}");
+    if cli.producer_count() > 0 {
+        line += &format!(
+            "  produce {:.0} rec/s {:.2} MiB/s p50 {} ms p99 {} ms",
+            sample.publish_rate,
+            sample.publish_bytes_rate / MIB,
+            ms(sample.publish_p50_ms),
+            ms(sample.publish_p99_ms)
+        );
+    }
+    if cli.consumer_count() > 0 {
+        line += &format!("  consume {:.0} rec/s {:.2} MiB/s", sample.consume_rate, sample.consume_bytes_rate / MIB);
+        if cli.workload == Workload::E2e {
+            line += &format!(" e2e p50 {} ms p99 {} ms", ms(sample.end_to_end_p50_ms), ms(sample.end_to_end_p99_ms));
+        }
+    }
+    line
+}
+
+/// Prints the summary, writes the JSON, and says whether the run succeeded.
+pub fn finish(cli: &Cli, cluster: &Cluster, stats: &Stats, outcome: Outcome) -> anyhow::Result<bool> {
+    let start = stats.started_ns().unwrap_or(outcome.end_ns);
+    let window_s = (outcome.end_ns.saturating_sub(start + stats.warmup_ns) as f64 / NS_PER_SEC as f64).max(1e-9);
+    let totals = stats.total();
+    let publish = Percentiles::of(&totals.produce);
+    let end_to_end = Percentiles::of(&totals.end_to_end);
+    let (produced, produced_bytes) = stats.produced_measured.get();
+    let (consumed, consumed_bytes) = stats.consumed_measured.get();
+    if cli.producer_count() > 0 {
+        println!("{}", produce_summary(produced, produced_bytes, window_s, publish));
+    }
+    if cli.consumer_count() > 0 {
+        println!("{}", consume_summary(consumed, consumed_bytes, window_s, end_to_end));
+    }
+    let errors = stats.error_codes();
+    for (code, records) in &errors {
+        eprintln!("produce errors: {records} records failed with {}", error_name(*code));
+    }
+    let mut failures = stats.failures();
+    let (all_produced, _) = stats.produced.get();
+    let (all_consumed, _) = stats.consumed.get();
+    if cli.workload == Workload::E2e && all_consumed < all_produced {
+        let waited = if outcome.drain_timed_out { format!(" within {} s", cli.drain_timeout) } else { String::new() };
+        failures.push(format!("consumed {all_consumed} of the {all_produced} records produced{waited}"));
+    }
+    for failure in &failures {
+        eprintln!("stele-loadgen: {failure}");
+    }
+    if let Some(path) = &cli.json {
+        let result = json_result(cli, cluster, stats, &outcome, window_s);
+        let text = serde_json::to_string_pretty(&result)?;
+        std::fs::write(path, text + "\n")
+            .map_err(|err| anyhow::anyhow!("cannot write the JSON result to {}: {err}", path.display()))?;
+    }
+    Ok(failures.is_empty() && errors.is_empty())
+}
+
+fn produce_summary(records: u64, bytes: u64, seconds: f64, latency: Option<Percentiles>) -> String {
+    let mut line = format!(
+        "{records} records sent, {:.1} records/sec ({:.2} MiB/sec)",
+        records as f64 / seconds,
+        bytes as f64 / MIB / seconds
+    );
+    match latency {
+        Some(p) => {
+            line += &format!(
+                ", {:.2} ms avg latency, {:.2} ms max latency, {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms \
+                 99.9th.",
+                p.avg_ms, p.max_ms, p.p50_ms, p.p95_ms, p.p99_ms, p.p999_ms
+            )
+        }
+        None => line += ".",
+    }
+    line
+}
+
+fn consume_summary(records: u64, bytes: u64, seconds: f64, latency: Option<Percentiles>) -> String {
+    let mut line = format!(
+        "{records} records consumed, {:.1} records/sec ({:.2} MiB/sec)",
+        records as f64 / seconds,
+        bytes as f64 / MIB / seconds
+    );
+    if let Some(p) = latency {
+        line += &format!(
+            ", end-to-end {:.2} ms avg, {:.2} ms 50th, {:.2} ms 99th, {:.2} ms 99.9th, {:.2} ms 99.99th, {:.2} ms max",
+            p.avg_ms, p.p50_ms, p.p99_ms, p.p999_ms, p.p9999_ms, p.max_ms
+        );
+    }
+    line + "."
+}
+
+/// OMB's aggregated latency fields for one distribution, under `prefix`
+/// ("aggregatedPublishLatency", "aggregatedEndToEndLatency"): milliseconds,
+/// null when nothing was measured.
+fn latency_fields(object: &mut serde_json::Map<String, Value>, prefix: &str, latency: Option<Percentiles>) {
+    let fields = [
+        ("Avg", latency.map(|p| p.avg_ms)),
+        ("50pct", latency.map(|p| p.p50_ms)),
+        ("75pct", latency.map(|p| p.p75_ms)),
+        ("95pct", latency.map(|p| p.p95_ms)),
+        ("99pct", latency.map(|p| p.p99_ms)),
+        ("999pct", latency.map(|p| p.p999_ms)),
+        ("9999pct", latency.map(|p| p.p9999_ms)),
+        ("Max", latency.map(|p| p.max_ms)),
+    ];
+    for (suffix, value) in fields {
+        object.insert(format!("{prefix}{suffix}"), json!(value));
+    }
+}
+
+fn json_result(cli: &Cli, cluster: &Cluster, stats: &Stats, outcome: &Outcome, window_s: f64) -> Value {
+    let totals = stats.total();
+    let (produced, produced_bytes) = stats.produced_measured.get();
+    let (consumed, consumed_bytes) = stats.consumed_measured.get();
+    let series = |f: fn(&Sample) -> Value| Value::Array(outcome.samples.iter().map(f).collect());
+    let mut result = json!({
+        "workload": workload_name(cli.workload),
+        "driver": "stele-loadgen",
+        "bootstrap": cli.bootstrap,
+        "topic": cluster.topic,
+        "topics": 1,
+        "partitionsPerTopic": cluster.partitions.len(),
+        "messageSize": cli.record_size,
+        "keyDistributor": format!("{:?}", cli.keys).to_lowercase(),
+        "producersPerTopic": cli.producer_count(),
+        "consumersPerTopic": cli.consumer_count(),
+        "producerRate": cli.rate,
+        "acks": cli.acks.wire(),
+        "compression": format!("{:?}", cli.compression).to_lowercase(),
+        "idempotent": cli.idempotent,
+        "batchBytes": cli.batch_bytes,
+        "lingerMs": cli.linger_ms,
+        "cores": cli.cores,
+        "warmupSeconds": cli.warmup,
+        "durationSeconds": window_s,
+        "messagesProduced": produced,
+        "bytesProduced": produced_bytes,
+        "messagesConsumed": consumed,
+        "bytesConsumed": consumed_bytes,
+        "publishErrors": stats.produce_errors.load(Ordering::Relaxed),
+        "aggregatedPublishRate": produced as f64 / window_s,
+        "aggregatedPublishThroughputBytes": produced_bytes as f64 / window_s,
+        "aggregatedConsumeRate": consumed as f64 / window_s,
+        "aggregatedConsumeThroughputBytes": consumed_bytes as f64 / window_s,
+        "publishRate": series(|s| json!(s.publish_rate)),
+        "publishThroughputBytes": series(|s| json!(s.publish_bytes_rate)),
+        "consumeRate": series(|s| json!(s.consume_rate)),
+        "consumeThroughputBytes": series(|s| json!(s.consume_bytes_rate)),
+        "publishLatency50pct": series(|s| json!(s.publish_p50_ms)),
+        "publishLatency99pct": series(|s| json!(s.publish_p99_ms)),
+        "endToEndLatency50pct": series(|s| json!(s.end_to_end_p50_ms)),
+        "endToEndLatency99pct": series(|s| json!(s.end_to_end_p99_ms)),
+        "failures": stats.failures(),
+    });
+    let object = result.as_object_mut().expect("an object");
+    latency_fields(object, "aggregatedPublishLatency", Percentiles::of(&totals.produce));
+    latency_fields(object, "aggregatedEndToEndLatency", Percentiles::of(&totals.end_to_end));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lines_read_like_kafkas_perf_test() {
+        // Proves the summary carries counts, rates, MiB/s and percentiles
+        // in kafka-producer-perf-test's order, and omits latency when none
+        // was measured.
+        let p = Percentiles {
+            count: 10,
+            avg_ms: 1.5,
+            p50_ms: 1.0,
+            p75_ms: 1.2,
+            p95_ms: 2.0,
+            p99_ms: 3.0,
+            p999_ms: 4.0,
+            p9999_ms: 5.0,
+            max_ms: 6.0,
+        };
+        let line = produce_summary(2000, 2 * 1024 * 1024, 2.0, Some(p));
+        assert_eq!(
+            line,
+            "2000 records sent, 1000.0 records/sec (1.00 MiB/sec), 1.50 ms avg latency, 6.00 ms max latency, 1.00 ms \
+             50th, 2.00 ms 95th, 3.00 ms 99th, 4.00 ms 99.9th."
+        );
+        assert_eq!(consume_summary(10, 0, 1.0, None), "10 records consumed, 10.0 records/sec (0.00 MiB/sec).");
+    }
+}
