@@ -42,6 +42,9 @@ const CLEAN_SHUTDOWN_VERSION: u16 = 1;
 pub const LOG_START_OFFSET_FILE: &str = "log_start_offset";
 const LOG_START_OFFSET_MAGIC: [u8; 4] = *b"SXLS";
 const LOG_START_OFFSET_VERSION: u16 = 1;
+/// The first preallocation of a segment; each later one doubles the file,
+/// up to `LogConfig::preallocate_bytes` per step.
+const PREALLOCATE_FIRST_BYTES: u64 = 4 << 20;
 /// Smallest chunk a write buffer starts with; chunks double up to
 /// `ShardLimits::write_chunk_bytes_max` while a log stays busy, so that it
 /// writes large blocks, and shrink again when it goes quiet.
@@ -868,7 +871,12 @@ impl PartitionLog {
                         .map(|c| c.position + align_up(c.filled) as u64)
                         .max()
                         .unwrap_or(end);
-                    let target = (segment.allocated_bytes + step).min(cap).max(max_end);
+                    // Grow geometrically from a small first step: a partition
+                    // that is written rarely keeps megabytes on disk, not a
+                    // whole step, while a busy one reaches full steps (and
+                    // their rare queue-draining fallocates) within a few.
+                    let grow = segment.allocated_bytes.max(PREALLOCATE_FIRST_BYTES).min(step);
+                    let target = (segment.allocated_bytes + grow).min(cap).max(max_end);
                     plans.push((chunk.file.clone(), chunk.segment_base, target));
                 }
             }

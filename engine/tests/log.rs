@@ -706,3 +706,28 @@ fn a_record_set_sharing_its_buffer_is_copied_not_patched_in_place() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn preallocation_starts_small_and_doubles() {
+    // Proves a quietly written partition holds a few MiB on disk rather
+    // than a whole 256 MiB preallocation step, and that the file grows by
+    // doubling as more is written (default LogConfig).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("quiet-0");
+    run(move || async move {
+        let log = PartitionLog::open(&dir, LogConfig::default(), shard()).await.unwrap();
+        log.append(batch(1, now_ms(), 0, 100)).await.unwrap();
+        log.flush().await.unwrap();
+        let segment = dir.join("00000000000000000000.log");
+        let first = std::fs::metadata(&segment).unwrap().len();
+        assert_eq!(first, 4 << 20, "first preallocation");
+        for tag in 1..=6u64 {
+            log.append(batch(1, now_ms(), tag, 1 << 20)).await.unwrap();
+        }
+        log.flush().await.unwrap();
+        let grown = std::fs::metadata(&segment).unwrap().len();
+        assert!(log.size_bytes() > 4 << 20, "wrote past the first step: {}", log.size_bytes());
+        assert_eq!(grown, 8 << 20, "second preallocation doubles");
+        log.close().await.unwrap();
+    });
+}
