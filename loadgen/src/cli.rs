@@ -80,6 +80,9 @@ pub struct Cli {
     /// Partitions of the topic when loadgen creates it (an existing topic keeps its own).
     #[arg(long, default_value_t = 16)]
     pub partitions: i32,
+    /// A topic config for CreateTopics, KEY=VALUE (repeatable), e.g. segment.bytes=67108864.
+    #[arg(long = "topic-config", value_parser = parse_key_value)]
+    pub topic_configs: Vec<(String, String)>,
     /// Value bytes per record (at least 8: the send-time stamp).
     #[arg(long, default_value_t = 1024)]
     pub record_size: usize,
@@ -152,6 +155,11 @@ pub struct Cli {
     pub drain_timeout: f64,
     #[arg(long, default_value = "stele-loadgen")]
     pub client_id: String,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 impl Cli {

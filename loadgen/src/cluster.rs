@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use protocol::messages::create_topics_request::CreatableTopic;
+use protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use protocol::messages::metadata_request::MetadataRequestTopic;
 use protocol::messages::{
@@ -69,7 +69,13 @@ pub fn error_name(code: i16) -> String {
 
 /// Finds the topic, creating it with `partitions` partitions if it is
 /// missing, and waits until every partition has a leader.
-pub async fn discover(bootstrap: &str, topic: &str, partitions: i32, client_id: &str) -> anyhow::Result<Cluster> {
+pub async fn discover(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(String, String)],
+    client_id: &str,
+) -> anyhow::Result<Cluster> {
     let mut connection = Connection::connect(bootstrap, client_id).await?;
     let deadline = Instant::now() + LEADERS_WAIT;
     let mut created = false;
@@ -77,7 +83,7 @@ pub async fn discover(bootstrap: &str, topic: &str, partitions: i32, client_id: 
         match metadata(&mut connection, topic).await? {
             Lookup::Ready(cluster) => return Ok(cluster),
             Lookup::Missing if !created => {
-                create_topic(&mut connection, topic, partitions).await?;
+                create_topic(&mut connection, topic, partitions, configs).await?;
                 created = true;
             }
             Lookup::Missing | Lookup::NotReady => {}
@@ -127,8 +133,22 @@ async fn metadata(connection: &mut Connection, topic: &str) -> anyhow::Result<Lo
     Ok(if ready { Lookup::Ready(cluster) } else { Lookup::NotReady })
 }
 
-async fn create_topic(connection: &mut Connection, topic: &str, partitions: i32) -> anyhow::Result<()> {
+async fn create_topic(
+    connection: &mut Connection,
+    topic: &str,
+    partitions: i32,
+    configs: &[(String, String)],
+) -> anyhow::Result<()> {
     let mut creatable = CreatableTopic::default();
+    creatable.configs = configs
+        .iter()
+        .map(|(key, value)| {
+            let mut config = CreatableTopicConfig::default();
+            config.name = StrBytes::from_string(key.clone());
+            config.value = Some(StrBytes::from_string(value.clone()));
+            config
+        })
+        .collect();
     creatable.name = TopicName(StrBytes::from_string(topic.to_owned()));
     creatable.num_partitions = partitions;
     creatable.replication_factor = -1;

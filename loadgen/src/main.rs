@@ -102,10 +102,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
 fn discover(cli: &Cli) -> anyhow::Result<Cluster> {
     let (bootstrap, topic, partitions, client_id) =
         (cli.bootstrap.clone(), cli.topic.clone(), cli.partitions, cli.client_id.clone());
+    let configs = cli.topic_configs.clone();
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("loadgen-setup")
         .io_memory(IO_MEMORY_BYTES)
-        .spawn(move || async move { cluster::discover(&bootstrap, &topic, partitions, &client_id).await })
+        .spawn(move || async move { cluster::discover(&bootstrap, &topic, partitions, &configs, &client_id).await })
         .map_err(|err| anyhow!("cannot start an executor: {err} (io_uring and ulimit -l are needed)"))?
         .join()
         .map_err(|err| anyhow!("the setup executor failed: {err}"))?
