@@ -91,9 +91,7 @@ pub fn run_until(mut config: Config, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     let metadata_log = Arc::new(Mutex::new(Some(log)));
     let phases = Arc::new(Phases::default());
     let mesh = MeshBuilder::<Job, _>::full(shards, JOB_QUEUE_CAPACITY);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let placement =
-        if shards <= cpus { PoolPlacement::MaxSpread(shards, None) } else { PoolPlacement::Unbound(shards) };
+    let placement = placement(shards)?;
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("stele-shard")
         .io_memory(IO_MEMORY_BYTES)
@@ -128,6 +126,22 @@ pub fn run_until(mut config: Config, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// One pinned executor per shard on the CPUs this process may run on (as
+/// `taskset` or a cgroup set them): glommio's own choice would pick among
+/// all online CPUs and could pin a shard onto a core reserved for something
+/// else. More shards than allowed CPUs run unpinned.
+fn placement(shards: usize) -> anyhow::Result<PoolPlacement> {
+    let allowed = rustix::thread::sched_getaffinity(None).context("reading the CPU affinity (sched_getaffinity)")?;
+    let online = glommio::CpuSet::online().map_err(|err| anyhow::anyhow!("cannot read the CPU topology: {err}"))?;
+    let usable = online.filter(|location| allowed.is_set(location.cpu));
+    if usable.len() >= shards {
+        Ok(PoolPlacement::MaxSpread(shards, Some(usable)))
+    } else {
+        tracing::warn!(shards, cpus = usable.len(), "more shards than CPUs this process may use: shards run unpinned");
+        Ok(PoolPlacement::Unbound(shards))
+    }
 }
 
 /// Everything a shard needs to start; cloned into each executor.
