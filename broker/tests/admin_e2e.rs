@@ -8,15 +8,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use common::*;
 use futures::executor::block_on;
 use protocol::api::ApiKey;
-use protocol::messages::{self, RequestHeader, RequestKind, ResponseKind, TopicName};
+use protocol::messages::{self, RequestKind, ResponseKind, TopicName};
 use protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -69,27 +66,6 @@ fn partition_count(broker: &Broker, topic: &str) -> Option<usize> {
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).unwrap();
     let found = metadata.topics().iter().find(|t| t.name() == topic)?;
     found.error().is_none().then(|| found.partitions().len())
-}
-
-/// Sends one request on a fresh connection and returns the response body.
-fn call(broker: &Broker, api_key: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
-    let mut stream = TcpStream::connect(broker.bootstrap()).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut header = RequestHeader::default();
-    header.request_api_key = api_key as i16;
-    header.request_api_version = version;
-    header.correlation_id = 7;
-    header.client_id = Some(StrBytes::from_static_str("admin-e2e"));
-    let mut out = BytesMut::new();
-    protocol::encode_request(&mut out, &header, &body).unwrap();
-    stream.write_all(&out).unwrap();
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).unwrap();
-    let mut frame = vec![0; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut frame).unwrap();
-    let (correlation_id, body) = protocol::decode_response(Bytes::from(frame), api_key, version).unwrap();
-    assert_eq!(correlation_id, 7);
-    body
 }
 
 fn topic_name(name: &str) -> TopicName {
@@ -197,7 +173,7 @@ fn describe_and_alter_configs_and_the_new_values_take_effect() {
     let mut request = messages::AlterConfigsRequest::default();
     request.resources = vec![resource];
     let ResponseKind::AlterConfigs(response) =
-        call(&broker, ApiKey::AlterConfigs, 2, RequestKind::AlterConfigs(request))
+        raw_call(&broker, ApiKey::AlterConfigs, 2, RequestKind::AlterConfigs(request))
     else {
         panic!("not an AlterConfigs response")
     };
@@ -207,16 +183,16 @@ fn describe_and_alter_configs_and_the_new_values_take_effect() {
 
     // IncrementalAlterConfigs: SET one key, DELETE another, in one change.
     let ops = [("retention.ms", 0, Some("3600000")), ("max.message.bytes", 1, None)];
-    let errors = incremental(&broker, "cfg", &ops);
-    assert_eq!(errors, vec![(0, None)]);
+    let errors = incremental_alter_configs(&broker, 2, "cfg", &ops);
+    assert_eq!(errors, (0, None));
     let described = block_on(admin.describe_configs([&ResourceSpecifier::Topic("cfg")], &options())).unwrap();
     let resource = described[0].as_ref().unwrap();
     assert_eq!(resource.get("retention.ms").unwrap().value.as_deref(), Some("3600000"));
     assert_ne!(resource.get("max.message.bytes").unwrap().source, ConfigSource::DynamicTopic);
     let big_again = block_on(producer.send(FutureRecord::<(), _>::to("cfg").partition(0).payload(&big), TIMEOUT));
     assert!(big_again.is_ok(), "back to the default limit: {big_again:?}");
-    let errors = incremental(&broker, "cfg", &[("retention.ms", 2, Some("1"))]);
-    assert_eq!(errors[0].0, protocol::ErrorCode::InvalidConfig.code(), "{errors:?}");
+    let errors = incremental_alter_configs(&broker, 2, "cfg", &[("retention.ms", 2, Some("1"))]);
+    assert_eq!(errors.0, protocol::ErrorCode::InvalidConfig.code(), "{errors:?}");
 }
 
 /// DescribeConfigs v4 of one topic with synonyms and documentation.
@@ -232,33 +208,10 @@ fn describe_raw(
     request.resources = vec![resource];
     request.include_synonyms = true;
     request.include_documentation = true;
-    match call(broker, ApiKey::DescribeConfigs, 4, RequestKind::DescribeConfigs(request)) {
+    match raw_call(broker, ApiKey::DescribeConfigs, 4, RequestKind::DescribeConfigs(request)) {
         ResponseKind::DescribeConfigs(mut response) => {
             let result = response.results.remove(0);
             (result.error_code, result.configs)
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-/// IncrementalAlterConfigs on one topic; returns (error code, message).
-fn incremental(broker: &Broker, topic: &str, ops: &[(&str, i8, Option<&str>)]) -> Vec<(i16, Option<String>)> {
-    use messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-    let mut resource = AlterConfigsResource::default();
-    resource.resource_type = 2;
-    resource.resource_name = StrBytes::from_string(topic.to_owned());
-    for (key, operation, value) in ops {
-        let mut config = AlterableConfig::default();
-        config.name = StrBytes::from_string(key.to_string());
-        config.config_operation = *operation;
-        config.value = value.map(|v| StrBytes::from_string(v.to_owned()));
-        resource.configs.push(config);
-    }
-    let mut request = messages::IncrementalAlterConfigsRequest::default();
-    request.resources = vec![resource];
-    match call(broker, ApiKey::IncrementalAlterConfigs, 1, RequestKind::IncrementalAlterConfigs(request)) {
-        ResponseKind::IncrementalAlterConfigs(response) => {
-            response.responses.into_iter().map(|r| (r.error_code, r.error_message.map(|m| m.to_string()))).collect()
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -319,7 +272,7 @@ fn cluster_topic_partitions_leader_epochs_and_log_dirs_over_the_raw_protocol() {
     let mut request = messages::DescribeClusterRequest::default();
     request.endpoint_type = 1;
     let ResponseKind::DescribeCluster(cluster) =
-        call(&broker, ApiKey::DescribeCluster, 2, RequestKind::DescribeCluster(request))
+        raw_call(&broker, ApiKey::DescribeCluster, 2, RequestKind::DescribeCluster(request))
     else {
         panic!("not a DescribeCluster response")
     };
@@ -332,7 +285,7 @@ fn cluster_topic_partitions_leader_epochs_and_log_dirs_over_the_raw_protocol() {
     let mut request = messages::DescribeTopicPartitionsRequest::default();
     request.response_partition_limit = 2;
     let ResponseKind::DescribeTopicPartitions(first) =
-        call(&broker, ApiKey::DescribeTopicPartitions, 0, RequestKind::DescribeTopicPartitions(request.clone()))
+        raw_call(&broker, ApiKey::DescribeTopicPartitions, 0, RequestKind::DescribeTopicPartitions(request.clone()))
     else {
         panic!("not a DescribeTopicPartitions response")
     };
@@ -346,7 +299,7 @@ fn cluster_topic_partitions_leader_epochs_and_log_dirs_over_the_raw_protocol() {
     next.partition_index = cursor.partition_index;
     request.cursor = Some(next);
     let ResponseKind::DescribeTopicPartitions(second) =
-        call(&broker, ApiKey::DescribeTopicPartitions, 0, RequestKind::DescribeTopicPartitions(request))
+        raw_call(&broker, ApiKey::DescribeTopicPartitions, 0, RequestKind::DescribeTopicPartitions(request))
     else {
         panic!("not a DescribeTopicPartitions response")
     };
@@ -371,7 +324,7 @@ fn cluster_topic_partitions_leader_epochs_and_log_dirs_over_the_raw_protocol() {
         request.replica_id = messages::BrokerId(-1);
         request.topics = vec![topic];
         let ResponseKind::OffsetForLeaderEpoch(response) =
-            call(&broker, ApiKey::OffsetForLeaderEpoch, 4, RequestKind::OffsetForLeaderEpoch(request))
+            raw_call(&broker, ApiKey::OffsetForLeaderEpoch, 4, RequestKind::OffsetForLeaderEpoch(request))
         else {
             panic!("not an OffsetForLeaderEpoch response")
         };
@@ -381,7 +334,7 @@ fn cluster_topic_partitions_leader_epochs_and_log_dirs_over_the_raw_protocol() {
     assert_eq!(epoch_answer(0), (0, 0, 25));
     assert_eq!(epoch_answer(3), (0, -1, -1));
 
-    let ResponseKind::DescribeLogDirs(dirs) = call(
+    let ResponseKind::DescribeLogDirs(dirs) = raw_call(
         &broker,
         ApiKey::DescribeLogDirs,
         4,

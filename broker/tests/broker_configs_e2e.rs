@@ -25,35 +25,6 @@ fn options() -> AdminOptions {
     AdminOptions::new().request_timeout(Some(TIMEOUT)).operation_timeout(Some(TIMEOUT))
 }
 
-/// IncrementalAlterConfigs on one resource; returns its (error code, message).
-fn incremental(
-    broker: &Broker,
-    resource_type: i8,
-    name: &str,
-    ops: &[(&str, i8, Option<&str>)],
-) -> (i16, Option<String>) {
-    use messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-    let mut resource = AlterConfigsResource::default();
-    resource.resource_type = resource_type;
-    resource.resource_name = StrBytes::from_string(name.to_owned());
-    for (key, operation, value) in ops {
-        let mut config = AlterableConfig::default();
-        config.name = StrBytes::from_string(key.to_string());
-        config.config_operation = *operation;
-        config.value = value.map(|v| StrBytes::from_string(v.to_owned()));
-        resource.configs.push(config);
-    }
-    let mut request = messages::IncrementalAlterConfigsRequest::default();
-    request.resources = vec![resource];
-    match raw_call(broker, ApiKey::IncrementalAlterConfigs, 1, RequestKind::IncrementalAlterConfigs(request)) {
-        ResponseKind::IncrementalAlterConfigs(mut response) => {
-            let answer = response.responses.remove(0);
-            (answer.error_code, answer.error_message.map(|m| m.to_string()))
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 /// One described entry: (value, source, synonym sources in order).
 type Described = (String, i8, Vec<i8>);
 
@@ -143,7 +114,7 @@ fn dynamic_broker_defaults_apply_to_topics_and_survive_a_restart() {
     assert_eq!(produce_one(&broker, "plain", 5000), None, "the built-in limit is 1 MiB");
 
     let set = [("message.max.bytes", 0, Some("2000")), ("log.retention.ms", 0, Some("3600000"))];
-    assert_eq!(incremental(&broker, RESOURCE_BROKER, "", &set), (0, None));
+    assert_eq!(incremental_alter_configs(&broker, RESOURCE_BROKER, "", &set), (0, None));
     let check_dynamic_default = |broker: &Broker| {
         let cluster = describe(broker, RESOURCE_BROKER, "");
         assert_eq!(cluster.len(), 2, "only what is set on the default resource: {cluster:?}");
@@ -162,11 +133,14 @@ fn dynamic_broker_defaults_apply_to_topics_and_survive_a_restart() {
     check_dynamic_default(&broker);
 
     // A per-broker value (BROKER `1`) wins over the cluster default.
-    assert_eq!(incremental(&broker, RESOURCE_BROKER, "1", &[("message.max.bytes", 0, Some("8000"))]), (0, None));
+    assert_eq!(
+        incremental_alter_configs(&broker, RESOURCE_BROKER, "1", &[("message.max.bytes", 0, Some("8000"))]),
+        (0, None)
+    );
     let plain = describe(&broker, RESOURCE_TOPIC, "plain");
     assert_eq!(described(&plain, "max.message.bytes"), Some(("8000".into(), 2, vec![2, 7, 5])));
     assert_eq!(produce_one(&broker, "plain", 5000), None);
-    assert_eq!(incremental(&broker, RESOURCE_BROKER, "1", &[("message.max.bytes", 1, None)]), (0, None));
+    assert_eq!(incremental_alter_configs(&broker, RESOURCE_BROKER, "1", &[("message.max.bytes", 1, None)]), (0, None));
 
     assert!(broker.stop(), "clean shutdown");
     broker.restart();
@@ -175,7 +149,7 @@ fn dynamic_broker_defaults_apply_to_topics_and_survive_a_restart() {
     // DELETE: back to the file's value (STATIC_BROKER_CONFIG) and the
     // built-in default, on the broker and on running partitions.
     let delete = [("message.max.bytes", 1, None), ("log.retention.ms", 1, None)];
-    assert_eq!(incremental(&broker, RESOURCE_BROKER, "", &delete), (0, None));
+    assert_eq!(incremental_alter_configs(&broker, RESOURCE_BROKER, "", &delete), (0, None));
     assert!(describe(&broker, RESOURCE_BROKER, "").is_empty());
     let plain = describe(&broker, RESOURCE_TOPIC, "plain");
     assert_eq!(described(&plain, "retention.ms"), Some(("86400000".into(), 4, vec![4, 5])));
@@ -194,15 +168,16 @@ fn broker_config_changes_are_validated_like_topic_configs() {
     // INVALID_REQUEST, validate-only changes nothing, and rdkafka's
     // AlterConfigs on a Broker resource replaces that resource's set.
     let broker = Broker::start();
-    let (code, message) = incremental(&broker, RESOURCE_BROKER, "", &[("log.retention.ms", 0, Some("-2"))]);
+    let (code, message) =
+        incremental_alter_configs(&broker, RESOURCE_BROKER, "", &[("log.retention.ms", 0, Some("-2"))]);
     assert_eq!(code, ErrorCode::InvalidConfig.code());
     assert!(message.as_deref().is_some_and(|m| m.contains("log.retention.ms") && m.contains("-2")), "{message:?}");
-    let (code, message) = incremental(&broker, RESOURCE_BROKER, "1", &[("node.id", 0, Some("5"))]);
+    let (code, message) = incremental_alter_configs(&broker, RESOURCE_BROKER, "1", &[("node.id", 0, Some("5"))]);
     assert_eq!(code, ErrorCode::InvalidRequest.code());
     assert!(message.as_deref().is_some_and(|m| m.contains("node.id")), "{message:?}");
-    let (code, _) = incremental(&broker, RESOURCE_BROKER, "2", &[("log.retention.ms", 0, Some("1"))]);
+    let (code, _) = incremental_alter_configs(&broker, RESOURCE_BROKER, "2", &[("log.retention.ms", 0, Some("1"))]);
     assert_eq!(code, ErrorCode::InvalidRequest.code(), "another broker id");
-    let (code, message) = incremental(&broker, RESOURCE_BROKER, "", &[("retention.ms", 0, Some("1"))]);
+    let (code, message) = incremental_alter_configs(&broker, RESOURCE_BROKER, "", &[("retention.ms", 0, Some("1"))]);
     assert_eq!(code, ErrorCode::InvalidConfig.code(), "topic-level names are not broker configs");
     assert!(message.as_deref().is_some_and(|m| m.contains("retention.ms")), "{message:?}");
     assert!(describe(&broker, RESOURCE_BROKER, "").is_empty(), "nothing was stored");

@@ -22,7 +22,6 @@ mod clock;
 mod cluster;
 mod connection;
 mod consumer;
-mod memlock;
 mod producer;
 mod report;
 mod stats;
@@ -67,8 +66,7 @@ fn main() -> std::process::ExitCode {
 
 /// Runs the workload; Ok(false) when it ran but something failed.
 fn run(cli: Cli) -> anyhow::Result<bool> {
-    memlock::ensure_memlock(memlock::MEMLOCK_BYTES_PER_EXECUTOR * (cli.cores as u64 + 1))
-        .map_err(anyhow::Error::msg)?;
+    engine::memlock::ensure_memlock(MEMLOCK_BYTES_PER_EXECUTOR * (cli.cores as u64 + 1)).map_err(anyhow::Error::msg)?;
     let cluster = Arc::new(discover(&cli)?);
     let cli = Arc::new(cli);
     let stats = Arc::new(Stats::new((cli.warmup * 1e9) as u64));
@@ -112,6 +110,9 @@ fn discover(cli: &Cli) -> anyhow::Result<Cluster> {
         .map_err(|err| anyhow!("the setup executor failed: {err}"))?
         .with_context(|| format!("finding topic {} through {}", cli.topic, cli.bootstrap))
 }
+
+/// Locked memory per executor: glommio's rings plus its I/O buffer pool.
+const MEMLOCK_BYTES_PER_EXECUTOR: u64 = 2 << 20;
 
 /// One executor per core of the CPUs this process may run on (as `taskset`
 /// set them): glommio's own placement would pick among all online CPUs and

@@ -263,6 +263,18 @@ pub struct Consumed {
     pub timestamp: Option<i64>,
 }
 
+impl Consumed {
+    fn of(message: &rdkafka::message::BorrowedMessage<'_>) -> Consumed {
+        Consumed {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().unwrap_or_default().to_vec(),
+            timestamp: message.timestamp().to_millis(),
+        }
+    }
+}
+
 pub fn consumer(broker: &Broker, settings: &[(&str, &str)]) -> BaseConsumer {
     let mut config = client_config(broker);
     config
@@ -298,13 +310,7 @@ pub fn consume(
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(err)) => panic!("consume error: {err}"),
-            Some(Ok(message)) => out.push(Consumed {
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().unwrap_or_default().to_vec(),
-                timestamp: message.timestamp().to_millis(),
-            }),
+            Some(Ok(message)) => out.push(Consumed::of(&message)),
         }
     }
     out
@@ -317,13 +323,7 @@ pub fn drain(consumer: &BaseConsumer, quiet: Duration) -> Vec<Consumed> {
     let deadline = Instant::now() + quiet;
     while Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            out.push(Consumed {
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().unwrap_or_default().to_vec(),
-                timestamp: message.timestamp().to_millis(),
-            });
+            out.push(Consumed::of(&message));
         }
     }
     out
@@ -370,4 +370,36 @@ pub fn raw_call(
     let (correlation_id, body) = protocol::decode_response(bytes::Bytes::from(frame), api_key, version).unwrap();
     assert_eq!(correlation_id, 7);
     body
+}
+
+/// IncrementalAlterConfigs (v1) on one resource (2 topic, 4 broker) with
+/// (key, operation, value) triples; returns its (error code, message).
+pub fn incremental_alter_configs(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> (i16, Option<String>) {
+    use protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use protocol::messages::{ApiKey, IncrementalAlterConfigsRequest, RequestKind, ResponseKind};
+    use protocol::StrBytes;
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = resource_type;
+    resource.resource_name = StrBytes::from_string(name.to_owned());
+    for (key, operation, value) in ops {
+        let mut config = AlterableConfig::default();
+        config.name = StrBytes::from_string(key.to_string());
+        config.config_operation = *operation;
+        config.value = value.map(|v| StrBytes::from_string(v.to_owned()));
+        resource.configs.push(config);
+    }
+    let mut request = IncrementalAlterConfigsRequest::default();
+    request.resources = vec![resource];
+    match raw_call(broker, ApiKey::IncrementalAlterConfigs, 1, RequestKind::IncrementalAlterConfigs(request)) {
+        ResponseKind::IncrementalAlterConfigs(mut response) => {
+            let answer = response.responses.remove(0);
+            (answer.error_code, answer.error_message.map(|m| m.to_string()))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }
