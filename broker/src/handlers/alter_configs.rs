@@ -52,15 +52,19 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: AlterConfigsReque
         let mut result = AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name;
-        // The codec's default is an empty string; Kafka sends null on success.
-        result.error_message = None;
-        if let Err((code, message)) = outcome {
-            result.error_code = code.code();
-            result.error_message = Some(str_bytes(&message));
-        }
+        (result.error_code, result.error_message) = error_fields(outcome);
         response.responses.push(result);
     }
     response
+}
+
+/// A resource's outcome as the wire's error code and message. The codec's
+/// default message is an empty string; Kafka sends null on success.
+pub(super) fn error_fields(outcome: Result<(), (ErrorCode, String)>) -> (i16, Option<protocol::StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((code, message)) => (code.code(), Some(str_bytes(&message))),
+    }
 }
 
 /// The new config set: every key once, none null (Kafka: "Null value not

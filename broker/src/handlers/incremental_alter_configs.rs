@@ -14,9 +14,8 @@ use protocol::ErrorCode;
 
 use std::collections::BTreeMap;
 
-use super::alter_configs::{alter_broker, alter_topic, broker_scope};
+use super::alter_configs::{alter_broker, alter_topic, broker_scope, error_fields};
 use super::describe_configs::{unsupported_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
-use super::str_bytes;
 use crate::shard::Shard;
 use crate::topic_config::{self, ConfigType, DynamicDefaults};
 
@@ -76,12 +75,7 @@ pub async fn handle(
         let mut result = AlterConfigsResourceResponse::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name;
-        // The codec's default is an empty string; Kafka sends null on success.
-        result.error_message = None;
-        if let Err((code, message)) = outcome {
-            result.error_code = code.code();
-            result.error_message = Some(str_bytes(&message));
-        }
+        (result.error_code, result.error_message) = error_fields(outcome);
         response.responses.push(result);
     }
     response
