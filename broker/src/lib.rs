@@ -17,6 +17,7 @@
 //! - [`controller`]: the metadata writer on shard 0 and snapshot publishing.
 //! - [`connection`]: one client connection: frames in, answers out in order.
 //! - [`handlers`]: one module per Kafka API.
+//! - [`group`]: consumer group coordinators and their durable offsets.
 //! - [`partition`]: a partition's log plus Kafka's produce rules.
 #![deny(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod connection;
 pub mod controller;
 mod event;
+pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;

@@ -200,6 +200,9 @@ async fn run_shard(
     if let Err(err) = controller::install(&shard, start.image.clone()).await {
         return Err(fail(format!("shard {id}: opening partitions: {err}")));
     }
+    if let Err(err) = shard.groups.load(&start.config.data_dir, id, shard.count) {
+        return Err(fail(format!("shard {id}: loading committed offsets: {err}")));
+    }
     start.phases.opened.fetch_add(1, Ordering::AcqRel);
     if !wait_for_all(&start.phases.opened, shard.count, &start.phases.failed).await {
         close_partitions(&shard).await;
@@ -217,6 +220,7 @@ async fn run_shard(
     }
     let accepting = glommio::spawn_local(accept(shard.clone(), listener));
     let housekeeping = glommio::spawn_local(housekeep(shard.clone()));
+    let sessions = glommio::spawn_local(crate::group::GroupCoordinator::sweep_sessions(shard.clone()));
     while !start.shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(SIGNAL_POLL).await;
     }
@@ -226,6 +230,7 @@ async fn run_shard(
     shard.stopping.set();
     accepting.await;
     housekeeping.await;
+    sessions.await;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while shard.connections.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -233,6 +238,7 @@ async fn run_shard(
     start.phases.drained.fetch_add(1, Ordering::AcqRel);
     wait_for_all(&start.phases.drained, shard.count, &AtomicBool::new(false)).await;
     close_partitions(&shard).await;
+    shard.groups.close();
     shard::close_job_queues(&shard);
     jobs.await;
     Ok(())

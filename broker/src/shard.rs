@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::controller::Controller;
 use crate::event::Event;
+use crate::group::GroupCoordinator;
 use crate::metadata::MetadataImage;
 use crate::partition::Partition;
 
@@ -56,6 +57,8 @@ pub struct Shard {
     pub stopping: Event,
     /// Open connections on this shard, bounded by `connections_per_shard_max`.
     pub connections: Cell<usize>,
+    /// The consumer groups coordinated by this shard (`group::coordinator_shard`).
+    pub groups: GroupCoordinator,
 }
 
 impl Shard {
@@ -77,6 +80,7 @@ impl Shard {
             controller,
             stopping: Event::default(),
             connections: Cell::new(0),
+            groups: GroupCoordinator::default(),
         }
     }
 

@@ -72,7 +72,7 @@ fn garbage_closes_only_its_connection() {
         ("zero size", 0i32.to_be_bytes().to_vec()),
         ("unknown API key", frame(999, 0, &[])),
         ("unsupported Produce version", frame(0, 99, &[0; 16])),
-        ("API not implemented (JoinGroup)", frame(11, 5, &[0; 32])),
+        ("API not implemented (ConsumerGroupHeartbeat)", frame(68, 0, &[0; 32])),
         ("truncated Metadata body", frame(3, 12, &[0xff])),
     ];
     // A Metadata v1 request claiming 2^31-1 topics in 14 bytes: the codec

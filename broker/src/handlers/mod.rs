@@ -18,12 +18,19 @@ mod describe_configs;
 mod describe_log_dirs;
 mod describe_topic_partitions;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 
 use std::rc::Rc;
 
@@ -106,6 +113,26 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         }
         RequestKind::DescribeLogDirs(body) => {
             Reply::Now(ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, version, body).await))
+        }
+        RequestKind::FindCoordinator(body) => {
+            Reply::Now(ResponseKind::FindCoordinator(find_coordinator::handle(shard, version, body).await))
+        }
+        RequestKind::OffsetCommit(body) => {
+            Reply::Now(ResponseKind::OffsetCommit(offset_commit::handle(shard, version, body).await))
+        }
+        RequestKind::OffsetFetch(body) => {
+            Reply::Now(ResponseKind::OffsetFetch(offset_fetch::handle(shard, version, body).await))
+        }
+        RequestKind::JoinGroup(body) => {
+            let client_id = request.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+            join_group::handle(shard, version, client_id, body).await
+        }
+        RequestKind::SyncGroup(body) => sync_group::handle(shard, version, body).await,
+        RequestKind::Heartbeat(body) => {
+            Reply::Now(ResponseKind::Heartbeat(heartbeat::handle(shard, version, body).await))
+        }
+        RequestKind::LeaveGroup(body) => {
+            Reply::Now(ResponseKind::LeaveGroup(leave_group::handle(shard, version, body).await))
         }
         // Our bug (a row in SUPPORTED_APIS without an arm here), not the
         // client's: say so loudly, but cost only this connection.

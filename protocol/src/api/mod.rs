@@ -37,6 +37,18 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     // -4/-5 (v8/v9) are answered as earliest/latest: no tiered storage.
     api(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::Metadata, 0, 13),
+    // Classic groups: generation checks, simple commits; v9+ (KIP-848) not yet.
+    api(ApiKey::OffsetCommit, 2, 8),
+    // v8 asks for several groups; v9+ (KIP-848 member epochs) not yet.
+    api(ApiKey::OffsetFetch, 1, 8),
+    // GROUP keys only; v4 batches keys.
+    api(ApiKey::FindCoordinator, 0, 4),
+    // v4+ MEMBER_ID_REQUIRED; static membership treated as dynamic.
+    api(ApiKey::JoinGroup, 0, 7),
+    api(ApiKey::Heartbeat, 0, 4),
+    // v3+ batched members.
+    api(ApiKey::LeaveGroup, 0, 4),
+    api(ApiKey::SyncGroup, 0, 5),
     // 0-2 non-flexible, 3-4 flexible (request header v2, response header v0).
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
@@ -110,7 +122,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(
-            check_supported(ApiKey::JoinGroup, 5),
+            check_supported(ApiKey::ConsumerGroupHeartbeat, 0),
             Err(DecodeError::UnsupportedVersion { min: 0, max: -1, .. })
         ));
     }

@@ -1,0 +1,55 @@
+//! OffsetCommit (key 8): forwarded to the group's coordinator shard, which
+//! checks the member and generation (or accepts a simple commit, generation
+//! -1 and no member, to a group without members), writes the offsets to
+//! its offsets log with fdatasync, and only then answers.
+
+use std::rc::Rc;
+
+use protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use protocol::ErrorCode;
+
+use crate::group::coordinator_shard;
+use crate::group::offsets::{self, CommitPartition};
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group_id = request.group_id.0.to_string();
+    let member_id = request.member_id.to_string();
+    // v0-v1 had no generation for simple commits; v2+ always carry it.
+    let generation_id = request.generation_id_or_member_epoch;
+    let mut partitions = Vec::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            partitions.push(CommitPartition {
+                topic: topic.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+            });
+        }
+    }
+    let count = partitions.len();
+    let target = coordinator_shard(&group_id, shard.count);
+    let codes = shard
+        .invoke_on(target, move |owner| async move {
+            offsets::commit(&owner, &group_id, &member_id, generation_id, partitions)
+        })
+        .await
+        .unwrap_or_else(|_| vec![ErrorCode::CoordinatorNotAvailable.code(); count]);
+    let mut codes = codes.into_iter();
+    let mut response = OffsetCommitResponse::default();
+    for topic in request.topics {
+        let mut answer = OffsetCommitResponseTopic::default();
+        answer.name = topic.name;
+        for p in topic.partitions {
+            let mut partition = OffsetCommitResponsePartition::default();
+            partition.partition_index = p.partition_index;
+            partition.error_code = codes.next().expect("one code per partition");
+            answer.partitions.push(partition);
+        }
+        response.topics.push(answer);
+    }
+    response
+}

@@ -1,0 +1,92 @@
+//! OffsetFetch (key 9): the committed offsets of a group, read on its
+//! coordinator shard; offset -1 where nothing was committed. `topics` null
+//! (v2+) means every partition with a commit. v8 asks for several groups,
+//! each answered by its own coordinator. Stele has no transactional
+//! offsets yet, so `require_stable` (v7+) never has to wait.
+
+use std::rc::Rc;
+
+use protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use protocol::ErrorCode;
+
+use super::str_bytes;
+use crate::group::coordinator_shard;
+use crate::group::offsets::{self, Fetched};
+use crate::shard::Shard;
+
+type Answer = Result<Vec<(String, Vec<(i32, Fetched)>)>, ErrorCode>;
+
+pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetFetchRequest) -> OffsetFetchResponse {
+    let mut response = OffsetFetchResponse::default();
+    if version >= 8 {
+        let lookups = request.groups.into_iter().map(|group| {
+            let topics = group.topics.map(|topics| {
+                topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect::<Vec<_>>()
+            });
+            let group_id = group.group_id;
+            async move { (group_id.clone(), fetch(shard, group_id.0.to_string(), topics).await) }
+        });
+        for (group_id, answer) in futures::future::join_all(lookups).await {
+            let mut group = OffsetFetchResponseGroup::default();
+            group.group_id = group_id;
+            match answer {
+                Ok(topics) => group.topics = topics.into_iter().map(topic_v8).collect(),
+                Err(code) => group.error_code = code.code(),
+            }
+            response.groups.push(group);
+        }
+        return response;
+    }
+    let topics =
+        request.topics.map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+    match fetch(shard, request.group_id.0.to_string(), topics).await {
+        Ok(topics) => response.topics = topics.into_iter().map(topic_v1).collect(),
+        // v1 has no top-level error: the code goes on no partition then.
+        Err(code) if version >= 2 => response.error_code = code.code(),
+        Err(_) => {}
+    }
+    response
+}
+
+async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Option<Vec<(String, Vec<i32>)>>) -> Answer {
+    if group_id.len() > crate::group::NAME_BYTES_MAX {
+        return Err(ErrorCode::InvalidGroupId);
+    }
+    let target = coordinator_shard(&group_id, shard.count);
+    shard
+        .invoke_on(target, move |owner| async move { offsets::fetch(&owner, &group_id, topics) })
+        .await
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+}
+
+fn topic_v1((name, partitions): (String, Vec<(i32, Fetched)>)) -> OffsetFetchResponseTopic {
+    let mut topic = OffsetFetchResponseTopic::default();
+    topic.name = TopicName(str_bytes(&name));
+    for (index, (offset, leader_epoch, metadata)) in partitions {
+        let mut partition = OffsetFetchResponsePartition::default();
+        partition.partition_index = index;
+        partition.committed_offset = offset;
+        partition.committed_leader_epoch = leader_epoch;
+        partition.metadata = metadata.as_deref().map(str_bytes);
+        topic.partitions.push(partition);
+    }
+    topic
+}
+
+fn topic_v8((name, partitions): (String, Vec<(i32, Fetched)>)) -> OffsetFetchResponseTopics {
+    let mut topic = OffsetFetchResponseTopics::default();
+    topic.name = TopicName(str_bytes(&name));
+    for (index, (offset, leader_epoch, metadata)) in partitions {
+        let mut partition = OffsetFetchResponsePartitions::default();
+        partition.partition_index = index;
+        partition.committed_offset = offset;
+        partition.committed_leader_epoch = leader_epoch;
+        partition.metadata = metadata.as_deref().map(str_bytes);
+        topic.partitions.push(partition);
+    }
+    topic
+}
