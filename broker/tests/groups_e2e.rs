@@ -218,3 +218,54 @@ fn raw_find_coordinator_and_simple_commits() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_silent_member_is_evicted_after_its_session_timeout() {
+    // Proves a member that joined and then never heartbeats is removed
+    // after its session timeout (6 s), so a librdkafka consumer joining the
+    // group gets every partition instead of waiting for it forever.
+    use protocol::messages::*;
+    use protocol::StrBytes;
+    let broker = Broker::start();
+    create_topic(&broker, "silent", 4, &[]);
+    let mut join = JoinGroupRequest::default();
+    join.group_id = GroupId(StrBytes::from_static_str("silent-group"));
+    join.session_timeout_ms = 6000;
+    join.rebalance_timeout_ms = 120_000;
+    join.protocol_type = StrBytes::from_static_str("consumer");
+    let mut range = join_group_request::JoinGroupRequestProtocol::default();
+    range.name = StrBytes::from_static_str("range");
+    join.protocols = vec![range];
+    // v3: no MEMBER_ID_REQUIRED round trip.
+    let joined = match raw_call(&broker, ApiKey::JoinGroup, 3, RequestKind::JoinGroup(join)) {
+        ResponseKind::JoinGroup(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+    assert_eq!(joined.leader, joined.member_id, "the only member leads");
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(StrBytes::from_static_str("silent-group"));
+    sync.generation_id = 1;
+    sync.member_id = joined.member_id.clone();
+    match raw_call(&broker, ApiKey::SyncGroup, 3, RequestKind::SyncGroup(sync)) {
+        ResponseKind::SyncGroup(r) => assert_eq!(r.error_code, 0),
+        other => panic!("{other:?}"),
+    }
+    let started = Instant::now();
+    let consumer = group_consumer(&broker, "silent-group");
+    consumer.subscribe(&["silent"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while assigned(&consumer).len() != 4 {
+        consumer.poll(Duration::from_millis(50));
+        assert!(Instant::now() < deadline, "consumer has {:?}", assigned(&consumer));
+    }
+    assert!(started.elapsed() >= Duration::from_secs(4), "not before the silent member's session ran out");
+    let mut heartbeat = HeartbeatRequest::default();
+    heartbeat.group_id = GroupId(StrBytes::from_static_str("silent-group"));
+    heartbeat.generation_id = 1;
+    heartbeat.member_id = joined.member_id;
+    match raw_call(&broker, ApiKey::Heartbeat, 3, RequestKind::Heartbeat(heartbeat)) {
+        ResponseKind::Heartbeat(r) => assert_eq!(r.error_code, 25, "UNKNOWN_MEMBER_ID once evicted"),
+        other => panic!("{other:?}"),
+    }
+}
