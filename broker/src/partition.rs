@@ -225,7 +225,9 @@ impl Partition {
             records
         };
         drop(batch);
-        match self.log.append(records).await {
+        // `check_produced` verified the CRC and every record; LogAppendTime
+        // recomputed the CRC over the rewritten header.
+        match self.log.append_verified(records).await {
             Ok(info) => {
                 if identity.is_idempotent() {
                     // No await since `check`: the table cannot have changed

@@ -731,3 +731,25 @@ fn preallocation_starts_small_and_doubles() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn append_verified_skips_only_the_crc() {
+    // Proves the broker's produce path (`append_verified`) stores a verified
+    // batch like `append`, and still refuses a record set whose headers are
+    // not whole batches: only the second hash of the bytes is skipped.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("verified-0");
+    run(move || async move {
+        let log = PartitionLog::open(&dir, small_config(), shard()).await.unwrap();
+        let good = batch(3, now_ms(), 1, 100);
+        let info = log.append_verified(good.clone()).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (0, 2));
+        let cut = good.slice(..good.len() - 1);
+        assert!(matches!(log.append_verified(cut).await, Err(EngineError::InvalidBatch(_))));
+        log.flush().await.unwrap();
+        let read = log.read(0, 1 << 20, None).await.unwrap();
+        assert_eq!(read.batch_headers().len(), 1);
+        assert_eq!(&read.records[0][16..], &good[16..], "stored as given past the patched offset and leader epoch");
+        log.close().await.unwrap();
+    });
+}
