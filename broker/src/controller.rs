@@ -5,7 +5,7 @@
 //! on return), then published as a new immutable snapshot to every shard,
 //! each of which opens or removes the partitions placed on it before the
 //! change is acknowledged. Other shards reach the controller with
-//! `invoke_on(0, ..)`.
+//! `invoke_on(CONTROLLER_SHARD, ..)`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

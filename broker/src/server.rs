@@ -186,7 +186,7 @@ async fn run_shard(
     };
     let limits = start.config.shard_limits[id].clone();
     let resources = engine::ShardResources::new(limits).map_err(|err| fail(format!("shard {id}: {err}")))?;
-    let controller = if id == 0 {
+    let controller = if id == shard::CONTROLLER_SHARD {
         let log = start.metadata_log.lock().expect("metadata log handoff").take().expect("shard 0 starts once");
         Some(Controller::new(log))
     } else {

@@ -28,6 +28,9 @@ use crate::partition::Partition;
 /// Work sent to another shard: a closure run there with that shard.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send>;
 
+/// The shard that holds the controller role (the one metadata writer).
+pub const CONTROLLER_SHARD: usize = 0;
+
 /// Capacity of each shard-to-shard queue; a full queue makes the sender
 /// wait (backpressure), it never grows.
 pub const JOB_QUEUE_CAPACITY: usize = 1024;
@@ -82,6 +85,12 @@ impl Shard {
             connections: Cell::new(0),
             groups: GroupCoordinator::default(),
         }
+    }
+
+    /// The controller; only on [`CONTROLLER_SHARD`], where work for it is
+    /// sent with `invoke_on(CONTROLLER_SHARD, ..)`.
+    pub fn controller(&self) -> &Controller {
+        self.controller.as_ref().expect("the controller lives on CONTROLLER_SHARD")
     }
 
     /// The current metadata snapshot. Cheap: an `Arc` clone.

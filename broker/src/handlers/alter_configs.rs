@@ -21,7 +21,7 @@ use protocol::ErrorCode;
 
 use super::describe_configs::{check_broker_name, unsupported_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
-use crate::shard::Shard;
+use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::topic_config::{BrokerScope, TopicOverrides};
 
 pub async fn handle(shard: &Rc<Shard>, _version: i16, request: AlterConfigsRequest) -> AlterConfigsResponse {
@@ -99,9 +99,8 @@ where
     }
     let name = name.to_owned();
     shard
-        .invoke_on(0, move |shard| async move {
-            let controller = shard.controller.as_ref().expect("shard 0 is the controller");
-            controller.set_topic_configs(&shard, &name, edit, validate_only).await
+        .invoke_on(CONTROLLER_SHARD, move |shard| async move {
+            shard.controller().set_topic_configs(&shard, &name, edit, validate_only).await
         })
         .await
         .unwrap_or_else(|gone| Err((ErrorCode::NotController, gone.to_string())))
@@ -133,9 +132,8 @@ where
 {
     let scope = broker_scope(shard.config.node_id, name)?;
     shard
-        .invoke_on(0, move |shard| async move {
-            let controller = shard.controller.as_ref().expect("shard 0 is the controller");
-            controller.set_broker_configs(&shard, scope, edit, validate_only).await
+        .invoke_on(CONTROLLER_SHARD, move |shard| async move {
+            shard.controller().set_broker_configs(&shard, scope, edit, validate_only).await
         })
         .await
         .unwrap_or_else(|gone| Err((ErrorCode::NotController, gone.to_string())))

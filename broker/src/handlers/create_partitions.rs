@@ -13,7 +13,7 @@ use protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use protocol::ErrorCode;
 
 use super::str_bytes;
-use crate::shard::Shard;
+use crate::shard::{Shard, CONTROLLER_SHARD};
 
 pub async fn handle(shard: &Rc<Shard>, _version: i16, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let mut response = CreatePartitionsResponse::default();
@@ -48,8 +48,8 @@ async fn grow(shard: &Rc<Shard>, topic: CreatePartitionsTopic, validate_only: bo
         .assignments
         .map(|list| list.into_iter().map(|a| a.broker_ids.into_iter().map(|b| b.0).collect()).collect());
     shard
-        .invoke_on(0, move |shard| async move {
-            let controller = shard.controller.as_ref().expect("shard 0 is the controller");
+        .invoke_on(CONTROLLER_SHARD, move |shard| async move {
+            let controller = shard.controller();
             if let Some(current) = shard.metadata().topics.get(&name).map(|t| t.partitions.len() as i32) {
                 if let Some(assignments) = &assignments {
                     check_assignments(shard.config.node_id, current, total, assignments)?;

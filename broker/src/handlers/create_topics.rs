@@ -11,7 +11,7 @@ use protocol::ErrorCode;
 
 use super::str_bytes;
 use crate::controller::{TopicOutcome, TopicSpec};
-use crate::shard::Shard;
+use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::topic_config;
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -110,10 +110,7 @@ pub async fn create_via_controller(shard: &Rc<Shard>, specs: Vec<TopicSpec>) -> 
     }
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let created = shard
-        .invoke_on(0, move |shard| async move {
-            let controller = shard.controller.as_ref().expect("shard 0 is the controller");
-            controller.create_topics(&shard, specs).await
-        })
+        .invoke_on(CONTROLLER_SHARD, move |shard| async move { shard.controller().create_topics(&shard, specs).await })
         .await;
     created.unwrap_or_else(|gone| {
         names.iter().map(|name| TopicOutcome::failed(name, ErrorCode::NotController, gone.to_string())).collect()

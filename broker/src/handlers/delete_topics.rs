@@ -10,7 +10,7 @@ use protocol::ErrorCode;
 
 use super::str_bytes;
 use crate::controller::TopicOutcome;
-use crate::shard::Shard;
+use crate::shard::{Shard, CONTROLLER_SHARD};
 
 pub async fn handle(shard: &Rc<Shard>, _version: i16, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let mut response = DeleteTopicsResponse::default();
@@ -33,10 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: DeleteTopicsReque
         }
     }
     let deleted = shard
-        .invoke_on(0, move |shard| async move {
-            let controller = shard.controller.as_ref().expect("shard 0 is the controller");
-            controller.delete_topics(&shard, names).await
-        })
+        .invoke_on(CONTROLLER_SHARD, move |shard| async move { shard.controller().delete_topics(&shard, names).await })
         .await
         .unwrap_or_default();
     response.responses.extend(deleted.into_iter().map(result));

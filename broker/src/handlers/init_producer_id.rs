@@ -7,7 +7,7 @@ use std::rc::Rc;
 use protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use protocol::ErrorCode;
 
-use crate::shard::Shard;
+use crate::shard::{Shard, CONTROLLER_SHARD};
 
 pub async fn handle(shard: &Rc<Shard>, _version: i16, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
@@ -20,10 +20,7 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: InitProducerIdReq
     // A client that already has an id asks to bump its epoch (KIP-360):
     // giving a fresh id is always safe for a non-transactional producer.
     let allocated = shard
-        .invoke_on(0, |shard| async move {
-            let controller = shard.controller.as_ref().expect("shard 0 is the controller");
-            controller.allocate_producer_id(&shard).await
-        })
+        .invoke_on(CONTROLLER_SHARD, |shard| async move { shard.controller().allocate_producer_id(&shard).await })
         .await;
     match allocated {
         Ok(Ok(id)) => {
