@@ -18,6 +18,9 @@
 //! - [`connection`]: one client connection: frames in, answers out in order.
 //! - [`handlers`]: one module per Kafka API.
 //! - [`group`]: consumer group coordinators and their durable offsets.
+//! - [`internal_log`]: a coordinator's durable, compacted state log on the
+//!   engine (consumer group offsets and metadata).
+//! - `flatbuf`: the macros that declare hand-written flatbuffers tables.
 //! - [`partition`]: a partition's log plus Kafka's produce rules.
 #![deny(unsafe_code)]
 
@@ -26,8 +29,10 @@ pub mod config;
 pub mod connection;
 pub mod controller;
 mod event;
+mod flatbuf;
 pub mod group;
 pub mod handlers;
+pub mod internal_log;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;
