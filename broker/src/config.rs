@@ -26,6 +26,7 @@ use std::str::FromStr;
 use engine::{LogConfig, ShardLimits};
 use toml::{Table, Value};
 
+use crate::group::config::{GroupConfig, GroupValue, GROUP_KEYS};
 pub use crate::topic_config::TimestampType;
 use crate::topic_config::{self, ConfigType, EffectiveTopicConfig, TopicConfigError};
 
@@ -65,6 +66,8 @@ pub struct Config {
     pub topic_defaults: TopicDefaults,
     /// One per shard, `[shard]` with that shard's `[shard.overrides.N]` applied.
     pub shard_limits: Vec<ShardLimits>,
+    /// The group coordinators' settings (`[groups]`, Kafka's names).
+    pub groups: GroupConfig,
 }
 
 /// Broker-level defaults for topics (`[topics]`, Kafka's broker key names).
@@ -196,10 +199,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("shard", "write_chunk_bytes"),
 ];
 
-/// Every accepted key as (table, key), [`KEYS`] plus the topic defaults.
+/// Every accepted key as (table, key): [`KEYS`], the topic defaults and the
+/// group settings.
 pub fn keys() -> Vec<(&'static str, &'static str)> {
     let topics = topic_config::TOPIC_KEYS.iter().map(|key| ("topics", key.broker_name));
-    KEYS.iter().copied().chain(topics).collect()
+    let groups = GROUP_KEYS.iter().map(|key| ("groups", *key));
+    KEYS.iter().copied().chain(topics).chain(groups).collect()
 }
 
 /// Settings given on the command line; each `Some` replaces the file's value.
@@ -262,6 +267,7 @@ struct FileConfig {
     topic_defaults: TopicDefaults,
     shard: ShardLimits,
     shard_overrides: BTreeMap<usize, ShardOverride>,
+    groups: GroupConfig,
 }
 
 /// The keys one `[shard.overrides.N]` sets.
@@ -291,6 +297,7 @@ impl FileConfig {
             topic_defaults: TopicDefaults::default(),
             shard: ShardLimits::default(),
             shard_overrides: BTreeMap::new(),
+            groups: GroupConfig::default(),
         }
     }
 
@@ -319,6 +326,7 @@ impl FileConfig {
                 "network" => file.parse_network(&reader, reader.table(key, value)?)?,
                 "topics" => file.parse_topics(&reader, reader.table(key, value)?)?,
                 "shard" => file.parse_shard(&reader, reader.table(key, value)?)?,
+                "groups" => file.parse_groups(&reader, reader.table(key, value)?)?,
                 _ => return Err(reader.unknown(key, "")),
             }
         }
@@ -390,6 +398,29 @@ impl FileConfig {
         })?;
         self.topic_defaults = TopicDefaults::from_effective(self.topic_defaults.partitions, &topics);
         Ok(())
+    }
+
+    fn parse_groups(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        for (name, value) in table {
+            let key = &dotted("groups", name);
+            if !GROUP_KEYS.contains(&name.as_str()) {
+                return Err(reader.unknown(key, "groups"));
+            }
+            let given = match value {
+                Value::Integer(number) => GroupValue::Integer(*number),
+                Value::String(text) => match parse_size(text) {
+                    Some(bytes) if name.ends_with(".bytes") => GroupValue::Integer(bytes.min(i64::MAX as u64) as i64),
+                    _ => GroupValue::Text(text),
+                },
+                _ => GroupValue::Text(""),
+            };
+            self.groups.set(name, given).map_err(|expected| reader.invalid(key, &expected, value))?;
+        }
+        self.groups.validate().map_err(|reason| ConfigError::Invalid {
+            path: reader.path.to_path_buf(),
+            key: "groups".to_string(),
+            reason,
+        })
     }
 
     fn parse_shard(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
@@ -464,6 +495,7 @@ impl FileConfig {
             retention_check_interval_ms: self.retention_check_interval_ms,
             topic_defaults: self.topic_defaults,
             shard_limits,
+            groups: self.groups,
         })
     }
 
@@ -571,7 +603,7 @@ impl Reader<'_> {
             Some(topic_key) if table == "topics" => {
                 format!(" (did you mean `{}`? [topics] takes Kafka's broker-level names)", topic_key.broker_name)
             }
-            _ if table.is_empty() => format!(" (known: {}, [network], [topics], [shard])", known.join(", ")),
+            _ if table.is_empty() => format!(" (known: {}, [network], [topics], [shard], [groups])", known.join(", ")),
             _ => format!(" (known keys of [{table}]: {})", known.join(", ")),
         };
         ConfigError::UnknownKey { path: self.path.to_path_buf(), key: key.to_string(), hint }

@@ -11,12 +11,14 @@
 //!
 //! Invariants:
 //! - payloads are placed (given their offset) one at a time, in the order
-//!   [`InternalLog::append`] was called: the placement semaphore is FIFO;
+//!   [`InternalLog::append`] was called (the placement semaphore is FIFO),
+//!   and each is encoded only when its turn has come;
+//! - owners learn that their appends are durable in log order, one at a
+//!   time, so effects applied then are applied in log order too;
 //! - a snapshot placed at offset S states everything placed before S:
 //!   compaction holds the placement turn and waits until every earlier
-//!   placement was applied by its owner (its [`Placed`] dropped) before it
-//!   asks the owner for its state, and whatever is placed after S was
-//!   encoded after that state was taken;
+//!   append was applied by its owner before it asks the owner for its
+//!   state, and whatever is placed after S was encoded after that;
 //! - the log start moves to S only once the whole snapshot is durable, so a
 //!   crash at any point replays either the old records, or the old records
 //!   and part of the snapshot (which only restates them), or the snapshot
@@ -28,6 +30,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use engine::{EngineError, FlushPolicy, LogConfig, PartitionLog, ShardResources};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::sync::{Semaphore, StaticPermit};
 use protocol::compression::Codec;
 use protocol::record_batch::{self, RecordBatchBuilder};
@@ -35,25 +38,30 @@ use protocol::record_batch::{self, RecordBatchBuilder};
 /// Placements that may wait for durability and their owner at once; the
 /// next append waits for one of them (backpressure, never growth).
 pub const UNAPPLIED_MAX: u64 = 4096;
-/// Largest payload a snapshot is cut into.
+/// Largest payload a snapshot should be cut into.
 pub const SNAPSHOT_PAYLOAD_BYTES_MAX: usize = 1 << 20;
 /// What one read of the replay asks the engine for.
 const REPLAY_READ_BYTES: usize = 4 << 20;
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
-/// A placed append: it has its offset. The owner applies the payload's
-/// effect to memory (after [`InternalLog::wait_durable`] when the effect
-/// must be durable first) and then drops this, which lets compaction run.
-pub struct Placed {
-    pub log_offset: i64,
-    _unapplied: StaticPermit,
+/// What the owner does once its append is durable (`Ok`) or can never be
+/// (`Err` with the reason): apply the effect, answer the client.
+pub type OnDurable = Box<dyn FnOnce(std::result::Result<(), String>)>;
+
+/// A placed append waiting for durability, in the applier's queue.
+struct Unapplied {
+    log_offset: i64,
+    on_durable: OnDurable,
+    _permit: StaticPermit,
 }
 
 pub struct InternalLog {
     log: PartitionLog,
     placing: Semaphore,
     unapplied: Rc<Semaphore>,
+    /// The applier's queue; `None` once closed.
+    to_apply: std::cell::RefCell<Option<LocalSender<Unapplied>>>,
     /// Compaction starts once this many bytes were appended since the last
     /// snapshot, or as many as the snapshot held, whichever is more.
     compaction_bytes_min: u64,
@@ -84,21 +92,25 @@ pub fn log_dir(data_dir: &Path, name: &str, shard: usize) -> PathBuf {
 
 impl InternalLog {
     /// Opens (creating if absent) the log in `dir` and returns every payload
-    /// from its start, in order. A payload that fails its batch's CRC32C in
+    /// from its start, in order, with its offset. A payload that fails its batch's CRC32C in
     /// a segment recovery trusted is corruption: the error names the
-    /// directory and offset.
+    /// directory and offset. Must run inside the shard's executor: it starts
+    /// the task that hands durable appends back to their owner.
     pub async fn open(
         dir: PathBuf,
         segment_bytes: u64,
         resources: Rc<ShardResources>,
-    ) -> Result<(InternalLog, Vec<Bytes>)> {
+    ) -> Result<(InternalLog, Vec<(i64, Bytes)>)> {
         std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
         let log = PartitionLog::open(dir, log_config(segment_bytes), resources).await?;
         let (payloads, bytes) = replay(&log).await?;
+        let (to_apply, applier_queue) = local_channel::new_unbounded();
+        glommio::spawn_local(apply_in_order(log.clone(), applier_queue)).detach();
         let internal = InternalLog {
             log,
             placing: Semaphore::new(1),
             unapplied: Rc::new(Semaphore::new(UNAPPLIED_MAX)),
+            to_apply: std::cell::RefCell::new(Some(to_apply)),
             compaction_bytes_min: segment_bytes,
             bytes_since_snapshot: Cell::new(bytes),
             snapshot_bytes: Cell::new(0),
@@ -111,21 +123,30 @@ impl InternalLog {
         self.log.dir()
     }
 
-    /// Places `payload` after every earlier append. Returns once it has its
-    /// offset; durability is [`InternalLog::wait_durable`].
-    pub async fn append(&self, payload: &[u8]) -> Result<Placed> {
+    /// Appends the payload `encode` returns, called once this append's turn
+    /// has come (after every earlier append is placed), so that a payload
+    /// stating the owner's memory states it as of its place in the log.
+    /// Returns the payload's offset once placed; `on_durable` runs later,
+    /// once it is durable, after the `on_durable` of every earlier append.
+    pub async fn append(&self, encode: impl FnOnce() -> Vec<u8>, on_durable: OnDurable) -> Result<i64> {
         let _turn = self.placing.acquire_permit(1).await.map_err(|_| self.closed())?;
-        let unapplied = self.unapplied.acquire_static_permit(1).await.map_err(|_| self.closed())?;
-        let batch = batch_of(payload);
+        let permit = self.unapplied.acquire_static_permit(1).await.map_err(|_| self.closed())?;
+        let batch = batch_of(&encode());
         let bytes = batch.len() as u64;
-        let info = self.log.append(batch).await?;
+        let log_offset = self.log.append(batch).await?.base_offset;
         self.bytes_since_snapshot.set(self.bytes_since_snapshot.get() + bytes);
-        Ok(Placed { log_offset: info.base_offset, _unapplied: unapplied })
-    }
-
-    /// Waits until `placed` is covered by an fdatasync.
-    pub async fn wait_durable(&self, placed: &Placed) -> Result<()> {
-        self.log.wait_durable(placed.log_offset + 1).await
+        let unapplied = Unapplied { log_offset, on_durable, _permit: permit };
+        let queue = self.to_apply.borrow();
+        match queue.as_ref().map(|queue| queue.try_send(unapplied)) {
+            Some(Ok(())) => {}
+            // The applier is gone only when the log is closing.
+            Some(Err(glommio::GlommioError::Closed(glommio::ResourceType::Channel(unapplied)))) => {
+                (unapplied.on_durable)(Err(self.closed().to_string()))
+            }
+            Some(Err(other)) => unreachable!("an unbounded channel refused an item: {other}"),
+            None => unreachable!("appends end when the placement semaphore closes, before the queue does"),
+        }
+        Ok(log_offset)
     }
 
     /// Whether enough was appended since the last snapshot to rewrite it.
@@ -169,15 +190,29 @@ impl InternalLog {
         Ok(bytes)
     }
 
-    /// Flushes everything and closes the log (clean shutdown marker).
+    /// Flushes everything and closes the log (clean shutdown marker); the
+    /// appends still waiting are told their outcome first.
     pub async fn close(&self) -> Result<()> {
         self.placing.close();
+        let flushed = self.log.flush().await;
+        // Every placed append is durable now: wait until all were applied.
+        let _ = self.unapplied.acquire_permit(UNAPPLIED_MAX).await;
         self.unapplied.close();
+        self.to_apply.borrow_mut().take();
+        flushed?;
         self.log.close().await
     }
 
     fn closed(&self) -> EngineError {
         EngineError::Closed { path: self.dir().to_path_buf() }
+    }
+}
+
+/// Hands each placed append back to its owner in log order, once durable.
+async fn apply_in_order(log: PartitionLog, queue: LocalReceiver<Unapplied>) {
+    while let Some(unapplied) = queue.recv().await {
+        let outcome = log.wait_durable(unapplied.log_offset + 1).await.map_err(|err| err.to_string());
+        (unapplied.on_durable)(outcome);
     }
 }
 
@@ -188,8 +223,9 @@ fn batch_of(payload: &[u8]) -> Bytes {
     builder.build().expect("an uncompressed batch always builds")
 }
 
-/// Every payload from the log start to its end, and their batches' bytes.
-async fn replay(log: &PartitionLog) -> Result<(Vec<Bytes>, u64)> {
+/// Every payload from the log start to its end with its offset, and their
+/// batches' bytes.
+async fn replay(log: &PartitionLog) -> Result<(Vec<(i64, Bytes)>, u64)> {
     let mut payloads = Vec::new();
     let mut bytes = 0u64;
     let mut offset = log.log_start_offset();
@@ -212,7 +248,7 @@ async fn replay(log: &PartitionLog) -> Result<(Vec<Bytes>, u64)> {
                         let record = record.map_err(|err| corrupt(log, batch.base_offset(), &err.to_string()))?;
                         let value =
                             record.value.ok_or_else(|| corrupt(log, batch.base_offset(), "record without value"))?;
-                        payloads.push(value);
+                        payloads.push((batch.base_offset(), value));
                     }
                     offset = next;
                 }
@@ -243,23 +279,57 @@ mod tests {
         tempfile::tempdir().unwrap()
     }
 
+    /// Appends `payload` and waits until it is durable.
+    async fn append_durably(log: &InternalLog, payload: Vec<u8>) {
+        let (done, durable) = futures::channel::oneshot::channel();
+        log.append(move || payload, Box::new(move |outcome| done.send(outcome).unwrap())).await.unwrap();
+        durable.await.unwrap().unwrap();
+    }
+
+    fn ignore_outcome() -> OnDurable {
+        Box::new(|_| {})
+    }
+
     #[test]
     fn payloads_come_back_in_order_after_reopen() {
-        // Proves appends are durable once waited for and replay returns them
-        // in the order they were appended.
+        // Proves appends are durable once reported so and replay returns
+        // them in the order they were appended.
         let dir = temp_dir();
         let path = dir.path().join("log");
         run(move || async move {
             let (log, found) = InternalLog::open(path.clone(), 1 << 20, resources()).await.unwrap();
             assert!(found.is_empty());
             for i in 0..10u8 {
-                let placed = log.append(&[i; 100]).await.unwrap();
-                log.wait_durable(&placed).await.unwrap();
+                append_durably(&log, vec![i; 100]).await;
             }
             log.close().await.unwrap();
             let (_log, found) = InternalLog::open(path, 1 << 20, resources()).await.unwrap();
-            let firsts: Vec<u8> = found.iter().map(|payload| payload[0]).collect();
+            let firsts: Vec<u8> = found.iter().map(|(_, payload)| payload[0]).collect();
             assert_eq!(firsts, (0..10).collect::<Vec<u8>>());
+        });
+    }
+
+    #[test]
+    fn owners_hear_of_durability_in_log_order() {
+        // Proves `on_durable` runs for every append, in the order they were
+        // placed, even when many share one fdatasync.
+        let dir = temp_dir();
+        let path = dir.path().join("log");
+        run(move || async move {
+            let (log, _) = InternalLog::open(path, 1 << 20, resources()).await.unwrap();
+            let heard = Rc::new(std::cell::RefCell::new(Vec::new()));
+            let mut offsets = Vec::new();
+            for i in 0..50u8 {
+                let heard = heard.clone();
+                let on_durable = Box::new(move |outcome: std::result::Result<(), String>| {
+                    outcome.unwrap();
+                    heard.borrow_mut().push(i);
+                });
+                offsets.push(log.append(move || vec![i; 10], on_durable).await.unwrap());
+            }
+            assert!(offsets.windows(2).all(|pair| pair[0] < pair[1]), "{offsets:?}");
+            log.close().await.unwrap();
+            assert_eq!(*heard.borrow(), (0..50).collect::<Vec<u8>>());
         });
     }
 
@@ -274,50 +344,42 @@ mod tests {
             let (log, _) = InternalLog::open(path.clone(), 8192, resources()).await.unwrap();
             assert!(!log.wants_compaction());
             for i in 0..100u8 {
-                let _placed = log.append(&[i; 200]).await.unwrap();
+                log.append(move || vec![i; 200], ignore_outcome()).await.unwrap();
             }
             assert!(log.wants_compaction(), "20 KB appended over an 8 KiB threshold");
             let bytes = log.compact(|| vec![b"state-a".to_vec(), b"state-b".to_vec()]).await.unwrap();
             assert!(bytes > 0);
             assert!(!log.wants_compaction());
-            let placed = log.append(b"after").await.unwrap();
-            log.wait_durable(&placed).await.unwrap();
-            drop(placed);
+            append_durably(&log, b"after".to_vec()).await;
             log.close().await.unwrap();
             let (_log, found) = InternalLog::open(path, 8192, resources()).await.unwrap();
-            let found: Vec<&[u8]> = found.iter().map(|p| p.as_ref()).collect();
+            let found: Vec<&[u8]> = found.iter().map(|(_, p)| p.as_ref()).collect();
             assert_eq!(found, vec![&b"state-a"[..], b"state-b", b"after"]);
         });
     }
 
     #[test]
-    fn compaction_waits_for_placed_appends_to_be_applied() {
-        // Proves the snapshot is taken only after every placed append was
-        // applied by its owner (its ticket dropped), so the snapshot always
-        // contains what was placed before it.
+    fn the_snapshot_is_taken_after_earlier_appends_were_applied() {
+        // Proves compaction asks for the owner's state only after every
+        // earlier append was reported durable (and so applied by its
+        // owner): the snapshot always contains what was placed before it.
         let dir = temp_dir();
         let path = dir.path().join("log");
         run(move || async move {
             let (log, _) = InternalLog::open(path, 8192, resources()).await.unwrap();
-            let log = Rc::new(log);
-            let applied = Rc::new(Cell::new(false));
-            let placed = log.append(&[1; 5000]).await.unwrap();
-            let compactor = {
-                let (log, applied) = (log.clone(), applied.clone());
-                glommio::spawn_local(async move {
-                    log.compact(|| {
-                        assert!(applied.get(), "the snapshot was taken before the owner applied the append");
-                        vec![b"with-the-append".to_vec()]
-                    })
-                    .await
-                    .unwrap();
-                })
-            };
-            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
-            log.wait_durable(&placed).await.unwrap();
-            applied.set(true);
-            drop(placed);
-            compactor.await;
+            let applied = Rc::new(Cell::new(0));
+            for _ in 0..20 {
+                let applied = applied.clone();
+                let on_durable = Box::new(move |_| applied.set(applied.get() + 1));
+                log.append(|| vec![1; 300], on_durable).await.unwrap();
+            }
+            let seen = applied.clone();
+            log.compact(move || {
+                assert_eq!(seen.get(), 20, "the snapshot was taken before the owner applied every append");
+                vec![b"with-every-append".to_vec()]
+            })
+            .await
+            .unwrap();
         });
     }
 }

@@ -200,12 +200,13 @@ async fn run_shard(
     if let Err(err) = controller::install(&shard, start.image.clone()).await {
         return Err(fail(format!("shard {id}: opening partitions: {err}")));
     }
-    if let Err(err) = shard.groups.load(&start.config.data_dir, id, shard.count) {
-        return Err(fail(format!("shard {id}: loading committed offsets: {err}")));
+    if let Err(err) = crate::group::GroupCoordinator::start(&shard).await {
+        return Err(fail(format!("shard {id}: loading consumer groups: {err}")));
     }
     start.phases.opened.fetch_add(1, Ordering::AcqRel);
     if !wait_for_all(&start.phases.opened, shard.count, &start.phases.failed).await {
         close_partitions(&shard).await;
+        shard.groups.close().await;
         shard::close_job_queues(&shard);
         return Ok(());
     }
@@ -220,7 +221,7 @@ async fn run_shard(
     }
     let accepting = glommio::spawn_local(accept(shard.clone(), listener));
     let housekeeping = glommio::spawn_local(housekeep(shard.clone()));
-    let sessions = glommio::spawn_local(crate::group::GroupCoordinator::sweep_sessions(shard.clone()));
+    let sessions = glommio::spawn_local(crate::group::GroupCoordinator::housekeep(shard.clone()));
     while !start.shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(SIGNAL_POLL).await;
     }
@@ -238,7 +239,7 @@ async fn run_shard(
     start.phases.drained.fetch_add(1, Ordering::AcqRel);
     wait_for_all(&start.phases.drained, shard.count, &AtomicBool::new(false)).await;
     close_partitions(&shard).await;
-    shard.groups.close();
+    shard.groups.close().await;
     shard::close_job_queues(&shard);
     jobs.await;
     Ok(())

@@ -72,6 +72,7 @@ impl Shard {
         senders: Senders<Job>,
         controller: Option<Controller>,
     ) -> Shard {
+        let groups = GroupCoordinator::new(config.groups.clone());
         Shard {
             id: senders.peer_id(),
             count: senders.nr_consumers(),
@@ -83,7 +84,7 @@ impl Shard {
             controller,
             stopping: Event::default(),
             connections: Cell::new(0),
-            groups: GroupCoordinator::default(),
+            groups,
         }
     }
 

@@ -91,14 +91,6 @@ impl rdkafka::producer::ProducerContext for RecordFailure {
 
 /// A configuration file whose [topics] table sets `log.retention.ms`, so
 /// that DELETE can be seen to return to the file's value.
-fn config_file() -> (tempfile::TempDir, String) {
-    let dir = tempfile::Builder::new().prefix("stele-broker-configs-").tempdir_in(test_tmp_dir()).unwrap();
-    let path = dir.path().join("stele.toml");
-    std::fs::write(&path, "[topics]\n\"log.retention.ms\" = 86400000\n").unwrap();
-    let path = path.to_str().unwrap().to_owned();
-    (dir, path)
-}
-
 #[test]
 fn dynamic_broker_defaults_apply_to_topics_and_survive_a_restart() {
     // Proves the cluster-wide default (BROKER ``) of message.max.bytes and
@@ -107,7 +99,7 @@ fn dynamic_broker_defaults_apply_to_topics_and_survive_a_restart() {
     // existing topic (a large record is MESSAGE_TOO_LARGE), ignored by a
     // topic that overrides the key; a per-broker value wins over it; all of
     // it is still there after a restart; DELETE returns to the file's value.
-    let (_config_dir, config_path) = config_file();
+    let (_config_dir, config_path) = config_file("[topics]\n\"log.retention.ms\" = 86400000\n");
     let mut broker = Broker::start_with(2, &["--config", &config_path]);
     create_topic(&broker, "plain", 1, &[]);
     create_topic(&broker, "own", 1, &[("max.message.bytes", "2000000"), ("retention.ms", "1000")]);

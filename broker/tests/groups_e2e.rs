@@ -136,6 +136,133 @@ fn two_members_split_partitions_and_the_survivor_takes_all() {
     }
 }
 
+/// A simple commit (generation -1, no member) of `offsets` (partition,
+/// offset, metadata) to `topic`; returns each partition's error code.
+fn simple_commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64, Option<&str>)]) -> Vec<i16> {
+    use protocol::messages::*;
+    use protocol::StrBytes;
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    commit.generation_id_or_member_epoch = -1;
+    let mut wanted = offset_commit_request::OffsetCommitRequestTopic::default();
+    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    for (partition, offset, metadata) in offsets {
+        let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+        p.partition_index = *partition;
+        p.committed_offset = *offset;
+        p.committed_metadata = metadata.map(|m| StrBytes::from_string(m.to_owned()));
+        wanted.partitions.push(p);
+    }
+    commit.topics = vec![wanted];
+    match raw_call(broker, ApiKey::OffsetCommit, 8, RequestKind::OffsetCommit(commit)) {
+        ResponseKind::OffsetCommit(r) => r.topics[0].partitions.iter().map(|p| p.error_code).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `group`'s committed (offset, metadata) of each of `partitions` of
+/// `topic`, by OffsetFetch v1.
+fn committed(broker: &Broker, group: &str, topic: &str, partitions: &[i32]) -> Vec<(i64, Option<String>)> {
+    use protocol::messages::*;
+    use protocol::StrBytes;
+    let mut fetch = OffsetFetchRequest::default();
+    fetch.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    let mut wanted = offset_fetch_request::OffsetFetchRequestTopic::default();
+    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    wanted.partition_indexes = partitions.to_vec();
+    fetch.topics = Some(vec![wanted]);
+    match raw_call(broker, ApiKey::OffsetFetch, 1, RequestKind::OffsetFetch(fetch)) {
+        ResponseKind::OffsetFetch(r) => r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.committed_offset, p.metadata.as_ref().map(|m| m.to_string()).filter(|m| !m.is_empty())))
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn format_1_offsets_are_migrated_and_follow_a_shard_count_change() {
+    // Proves the offsets a Stele of format 1 wrote (a fixture from that
+    // version, 2 shards) are all there after starting today's broker on
+    // them with 3 shards (groups move to other coordinators) and again with
+    // 1 shard, and that the format-1 files are removed once migrated.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/offsets-format-1");
+    let mut broker = Broker::start_prepared(3, &[], |data_dir| {
+        for shard in ["0", "1"] {
+            let dir = data_dir.join("__consumer_offsets").join(shard);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(fixture.join(shard).join("offsets.log"), dir.join("offsets.log")).unwrap();
+        }
+    });
+    // confluent-kafka 2.16.1 sent the metadata with a trailing NUL byte,
+    // and Stele keeps what clients send.
+    let expected = |group: &str, first: i64, second: i64, third: i64| {
+        vec![(first, Some(format!("meta-{group}\0"))), (second, None), (third, None)]
+    };
+    let check = |broker: &Broker| {
+        assert_eq!(committed(broker, "legacy-a", "legacy", &[0, 1, 2]), expected("legacy-a", 5, 107, 9));
+        assert_eq!(committed(broker, "legacy-b", "legacy", &[0, 1, 2]), expected("legacy-b", 1, 102, 3));
+        assert_eq!(committed(broker, "legacy-c", "legacy", &[0, 1, 2]), expected("legacy-c", 10, 100, 4));
+    };
+    check(&broker);
+    for shard in ["0", "1"] {
+        let legacy = broker.data_dir.join("__consumer_offsets").join(shard).join("offsets.log");
+        assert!(!legacy.exists(), "{} was not removed", legacy.display());
+    }
+    assert!(broker.stop());
+    broker.set_shards(1);
+    broker.restart();
+    check(&broker);
+    broker.kill9();
+    broker.set_shards(2);
+    broker.restart();
+    check(&broker);
+}
+
+#[test]
+fn the_group_log_is_compacted_and_keeps_the_latest_commits() {
+    // Proves a group log that grew past offsets.topic.segment.bytes is
+    // compacted (its older segments deleted, so disk use stays bounded by
+    // a few segments while 3000 commits are made) and the latest commit of
+    // every partition survives a clean restart and a kill -9.
+    let (_config_dir, config) = config_file("[groups]\n\"offsets.topic.segment.bytes\" = 65536\n");
+    let mut broker = Broker::start_with(1, &["--config", &config]);
+    create_topic(&broker, "compacted", 4, &[]);
+    let metadata = "m".repeat(100);
+    for round in 0..750i64 {
+        let offsets: Vec<(i32, i64, Option<&str>)> =
+            (0..4).map(|partition| (partition, round * 10 + partition as i64, Some(metadata.as_str()))).collect();
+        assert_eq!(simple_commit(&broker, "busy", "compacted", &offsets), vec![0; 4]);
+    }
+    let log_dir = broker.data_dir.join("__consumer_offsets").join("0");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let segments = || {
+        std::fs::read_dir(&log_dir)
+            .unwrap()
+            .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log"))
+            .count()
+    };
+    // About 750 appends of ~600 bytes over 64 KiB segments: without
+    // compaction some seven segments would stay.
+    while segments() > 3 {
+        assert!(Instant::now() < deadline, "{} segments remain: no compaction", segments());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(broker.log().contains("compacted internal log"), "{}", broker.log());
+    let latest: Vec<(i64, Option<String>)> = (0..4).map(|p| (7490 + p, Some(metadata.clone()))).collect();
+    assert_eq!(committed(&broker, "busy", "compacted", &[0, 1, 2, 3]), latest);
+    assert!(broker.stop());
+    broker.restart();
+    assert_eq!(committed(&broker, "busy", "compacted", &[0, 1, 2, 3]), latest);
+    assert_eq!(simple_commit(&broker, "busy", "compacted", &[(0, 9999, None)]), vec![0]);
+    broker.kill9();
+    broker.restart();
+    let mut after = latest.clone();
+    after[0] = (9999, None);
+    assert_eq!(committed(&broker, "busy", "compacted", &[0, 1, 2, 3]), after);
+}
+
 #[test]
 fn raw_find_coordinator_and_simple_commits() {
     // Proves FindCoordinator v0 and batched v4 name this node, and that a

@@ -1,96 +1,363 @@
 //! One shard's group coordinator: the groups that hash to this shard, their
-//! committed offsets and the durable offsets log behind them, the join
-//! phase timers and the session-timeout sweep.
+//! committed offsets, the group log behind them (`internal_log` in
+//! `<data_dir>/__consumer_offsets/<shard>/`), the join-phase timers, the
+//! session sweep and compaction.
 //!
 //! Only its own shard touches it (requests arrive through `invoke_on`), so
 //! plain `RefCell`s suffice; no borrow is held across an await.
+//!
+//! What is durable when: a commit (or an offset deletion) is applied and
+//! answered once an fdatasync covers it; a group's membership record is
+//! written when its state machine asks for it ([`ClassicGroup::record`]),
+//! without holding up the answer: a crash before it is durable costs the
+//! members a rejoin, never an offset.
+//!
+//! Start: every shard replays its own log. Records of groups another shard
+//! coordinates now (the shard count changed, or a format-1 file was found)
+//! are handed to that shard, which keeps the newer commit of each
+//! partition; then the log is compacted to what this shard owns.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::path::Path;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::log::{self, OffsetLog, OffsetLogError, OffsetRecord};
-use super::state::{Committed, Group};
+use futures::channel::oneshot;
+use protocol::ErrorCode;
+
+use super::classic::ClassicGroup;
+use super::config::GroupConfig;
+use super::log_v1;
+use super::offsets::OffsetStore;
+use super::records::{self, GroupRecord, OffsetCommitRecord};
+use crate::event::Event;
+use crate::internal_log::{self, InternalLog, OnDurable, SNAPSHOT_PAYLOAD_BYTES_MAX};
 use crate::shard::Shard;
 
-/// How often each shard looks for members whose session timed out.
+/// How often each shard looks for members whose session timed out, and
+/// whether its group log should be compacted.
 pub const SESSION_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+/// Directory of the group logs inside the data directory. It cannot
+/// collide with a partition directory: those end in `-<partition>`.
+pub const OFFSETS_DIR: &str = "__consumer_offsets";
 
-#[derive(Default)]
 pub struct GroupCoordinator {
-    groups: RefCell<HashMap<String, Group>>,
-    log: RefCell<Option<OffsetLog>>,
+    pub config: GroupConfig,
+    classic: RefCell<HashMap<String, ClassicGroup>>,
+    offsets: RefCell<OffsetStore>,
+    log: RefCell<Option<Rc<InternalLog>>>,
+    /// Groups whose membership record must be written.
+    dirty: RefCell<BTreeSet<String>>,
+    dirty_waker: RefCell<Option<Waker>>,
+    /// Set once this shard's groups are loaded: groups handed over by other
+    /// shards at start wait for it.
+    loaded: Event,
+    closing: Cell<bool>,
+}
+
+/// Records of groups, by the shard that coordinates them.
+type ByOwner = BTreeMap<usize, Vec<GroupRecord>>;
+
+/// Sends each shard its groups' records and waits until they are durable
+/// there.
+async fn hand_over(shard: &Rc<Shard>, by_owner: ByOwner) -> Result<(), String> {
+    for (target, records) in by_owner {
+        let count = records.len();
+        shard
+            .invoke_on(target, move |owner| async move { GroupCoordinator::adopt(&owner, records).await })
+            .await
+            .map_err(|gone| format!("handing groups to shard {target}: {gone}"))??;
+        tracing::info!(shard = shard.id, to = target, records = count, "handed groups over to their coordinator");
+    }
+    Ok(())
+}
+
+/// Group log directories of shards that do not run now and whose index
+/// maps to `shard` (`index % shards`).
+fn orphan_dirs(data_dir: &std::path::Path, shard: usize, shards: usize) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(OFFSETS_DIR)) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(usize, std::path::PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| Some((entry.file_name().to_str()?.parse::<usize>().ok()?, entry.path())))
+        .filter(|(index, _)| *index >= shards && index % shards == shard)
+        .collect();
+    dirs.sort();
+    dirs.into_iter().map(|(_, path)| path).collect()
 }
 
 impl GroupCoordinator {
-    /// Opens this shard's offsets log and loads the offsets of the groups
-    /// this shard coordinates (from every shard's log, so a change of the
-    /// shard count moves groups with their offsets; the latest commit wins).
-    pub fn load(&self, data_dir: &Path, shard: usize, shards: usize) -> Result<(), OffsetLogError> {
-        let (log, mut records) = OffsetLog::open(data_dir, shard)?;
-        let own = records.len();
-        records.extend(log::read_all(data_dir, shard));
-        let mut groups = self.groups.borrow_mut();
-        let mut loaded = 0usize;
-        for (i, record) in records.into_iter().enumerate() {
-            if super::coordinator_shard(&record.group, shards) != shard {
-                continue;
-            }
-            let group = groups.entry(record.group.clone()).or_insert_with(|| Group::new(record.group.clone()));
-            let committed = Committed {
-                offset: record.offset,
-                leader_epoch: record.leader_epoch,
-                metadata: record.metadata,
-                commit_timestamp_ms: record.commit_timestamp_ms,
-            };
-            let key = (record.topic, record.partition);
-            // Within one file, later frames win; across files (another
-            // shard count) the newer commit does.
-            let newer = match group.offsets.get(&key) {
-                Some(old) => i < own || committed.commit_timestamp_ms >= old.commit_timestamp_ms,
-                None => true,
-            };
-            if newer {
-                group.offsets.insert(key, committed);
-                loaded += 1;
-            }
+    pub fn new(config: GroupConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            config,
+            classic: RefCell::new(HashMap::new()),
+            offsets: RefCell::new(OffsetStore::default()),
+            log: RefCell::new(None),
+            dirty: RefCell::new(BTreeSet::new()),
+            dirty_waker: RefCell::new(None),
+            loaded: Event::default(),
+            closing: Cell::new(false),
         }
-        if loaded > 0 {
-            tracing::info!(shard, groups = groups.len(), offsets = loaded, "loaded committed offsets");
+    }
+
+    /// Loads this shard's groups, hands other shards theirs, and starts the
+    /// task that writes membership records. Runs at start, before clients
+    /// are accepted; every shard runs it at once. Logs of shards that no
+    /// longer run (the shard count went down) are read by shard
+    /// `their index % shards`, handed over whole, and removed.
+    pub async fn start(shard: &Rc<Shard>) -> Result<(), String> {
+        let dir = internal_log::log_dir(&shard.config.data_dir, OFFSETS_DIR, shard.id);
+        let (log, state, legacy) = shard.groups.open_log(shard, &dir).await?;
+        let mut by_owner = state.by_owner(shard.count);
+        shard.groups.install(by_owner.remove(&shard.id).unwrap_or_default());
+        *shard.groups.log.borrow_mut() = Some(Rc::new(log));
+        shard.groups.loaded.set();
+        glommio::spawn_local(write_dirty_groups(shard.clone())).detach();
+        let handed_over = !by_owner.is_empty();
+        hand_over(shard, by_owner).await?;
+        for orphan in orphan_dirs(&shard.config.data_dir, shard.id, shard.count) {
+            let (log, state, _) = shard.groups.open_log(shard, &orphan).await?;
+            log.close().await.map_err(|err| err.to_string())?;
+            hand_over(shard, state.by_owner(shard.count)).await?;
+            std::fs::remove_dir_all(&orphan).map_err(|err| format!("removing {}: {err}", orphan.display()))?;
+            tracing::info!(dir = %orphan.display(), "the group log of a shard that no longer runs was handed over and removed");
         }
-        *self.log.borrow_mut() = Some(log);
+        if handed_over || legacy.is_some() {
+            let log = shard.groups.log().map_err(|err| err.to_string())?;
+            log.compact(|| shard.groups.snapshot()).await.map_err(|err| err.to_string())?;
+        }
+        if let Some(path) = legacy {
+            std::fs::remove_file(&path).map_err(|err| format!("removing {}: {err}", path.display()))?;
+            tracing::info!(path = %path.display(), "format-1 offsets log moved into the group log and removed");
+        }
         Ok(())
     }
 
-    /// Stops writing (shutdown): every append so far is already durable.
-    pub fn close(&self) {
-        self.log.borrow_mut().take();
-    }
-
-    /// Runs `f` on the group, creating it (Empty) if `create` and absent.
-    pub fn with_group<R>(&self, group_id: &str, create: bool, f: impl FnOnce(&mut Group) -> R) -> Option<R> {
-        let mut groups = self.groups.borrow_mut();
-        if create && !groups.contains_key(group_id) {
-            groups.insert(group_id.to_owned(), Group::new(group_id.to_owned()));
+    /// Opens the group log in `dir` and replays it (after the commits of a
+    /// format-1 file there, whose path is returned too).
+    async fn open_log(
+        &self,
+        shard: &Rc<Shard>,
+        dir: &std::path::Path,
+    ) -> Result<(InternalLog, Replayed, Option<std::path::PathBuf>), String> {
+        let legacy = log_v1::read_legacy(dir).map_err(|err| err.to_string())?;
+        let (log, payloads) =
+            InternalLog::open(dir.to_path_buf(), self.config.offsets_segment_bytes, shard.resources.clone())
+                .await
+                .map_err(|err| format!("group log {}: {err}", dir.display()))?;
+        let mut state = Replayed::default();
+        let migrated = legacy.map(|records| {
+            for record in records {
+                state.apply(GroupRecord::OffsetCommit(legacy_commit(record)));
+            }
+            log_v1::legacy_path(dir)
+        });
+        for (log_offset, payload) in payloads {
+            let batch = records::decode_batch(&payload)
+                .map_err(|what| format!("group log {}: record at offset {log_offset}: {what}", dir.display()))?;
+            for record in batch {
+                state.apply(record);
+            }
         }
-        groups.get_mut(group_id).map(f)
+        Ok((log, state, migrated))
     }
 
-    /// Writes commits durably (fdatasync) before they become visible.
-    pub fn append(&self, records: &[OffsetRecord]) -> Result<(), OffsetLogError> {
-        let mut log = self.log.borrow_mut();
-        let log = log.as_mut().ok_or_else(|| OffsetLogError::Failed {
-            path: Path::new(log::OFFSETS_DIR).to_path_buf(),
-            reason: "the offsets log is closed (shutting down)".into(),
-        })?;
-        log.append(records)
+    /// Installs the groups this shard coordinates from their records.
+    fn install(&self, records: Vec<GroupRecord>) {
+        let now = Instant::now();
+        let mut groups = self.classic.borrow_mut();
+        let mut store = self.offsets.borrow_mut();
+        for record in records {
+            let group_id = record.group().to_owned();
+            match record {
+                GroupRecord::ClassicGroup(group) => {
+                    groups.insert(group_id, ClassicGroup::restore(group, now));
+                }
+                record => {
+                    store.apply(&record);
+                    // A group known only by its offsets (simple commits):
+                    // an empty classic group, as Kafka loads it.
+                    groups.entry(group_id.clone()).or_insert_with(|| ClassicGroup::new(group_id));
+                }
+            }
+        }
+        if !groups.is_empty() {
+            tracing::info!(groups = groups.len(), "loaded consumer groups");
+        }
+    }
+
+    /// Takes over groups handed from another shard's log at start: each
+    /// committed offset unless this shard has a newer one, each group's
+    /// membership unless this shard knows the group. Durable on return.
+    async fn adopt(shard: &Rc<Shard>, records: Vec<GroupRecord>) -> Result<(), String> {
+        shard.groups.loaded.wait().await;
+        let wanted: Vec<GroupRecord> = records.into_iter().filter(|record| shard.groups.is_newer(record)).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let payload = records::encode_batch(&wanted);
+        let (done, durable) = oneshot::channel();
+        let owner = shard.clone();
+        let on_durable: OnDurable = Box::new(move |outcome| {
+            if outcome.is_ok() {
+                owner.groups.install(wanted);
+            }
+            let _ = done.send(outcome);
+        });
+        shard.groups.append(payload, on_durable).await.map_err(|err| err.to_string())?;
+        durable.await.map_err(|_| "the group log closed before the handed-over groups were durable".to_string())?
+    }
+
+    /// Whether a record handed over from another shard's log says something
+    /// this shard does not know yet.
+    fn is_newer(&self, record: &GroupRecord) -> bool {
+        match record {
+            GroupRecord::OffsetCommit(commit) => {
+                let store = self.offsets.borrow();
+                let known = store.group(&commit.group).and_then(|o| o.get(&(commit.topic.clone(), commit.partition)));
+                known.is_none_or(|known| known.commit_timestamp_ms < commit.commit_timestamp_ms)
+            }
+            GroupRecord::ClassicGroup(group) => !self.classic.borrow().contains_key(&group.group),
+            _ => false,
+        }
+    }
+
+    /// The group log; an error once it is closed (shutdown).
+    pub fn log(&self) -> Result<Rc<InternalLog>, engine::EngineError> {
+        self.log
+            .borrow()
+            .clone()
+            .ok_or_else(|| engine::EngineError::Closed { path: std::path::PathBuf::from(OFFSETS_DIR) })
+    }
+
+    /// Places `payload` in the group log; `on_durable` runs once it is
+    /// durable, in log order.
+    pub async fn append(&self, payload: Vec<u8>, on_durable: OnDurable) -> Result<(), engine::EngineError> {
+        let log = self.log()?;
+        log.append(move || payload, on_durable).await.map(|_| ())
+    }
+
+    /// Applies durable offset records (commits, deletions) to memory.
+    pub fn apply_durable(&self, records: &[GroupRecord]) {
+        let mut store = self.offsets.borrow_mut();
+        for record in records {
+            store.apply(record);
+        }
+    }
+
+    /// The committed offsets, for reading.
+    pub fn offsets(&self) -> std::cell::Ref<'_, OffsetStore> {
+        self.offsets.borrow()
+    }
+
+    /// Kafka's rules for who may commit to `group_id`: a simple commit
+    /// (generation -1, no member id) to a group without members, which is
+    /// created for it if absent; otherwise a member of the group's current
+    /// generation.
+    pub fn validate_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation_id: i32,
+        now: Instant,
+    ) -> Result<(), ErrorCode> {
+        let create = generation_id < 0 && member_id.is_empty();
+        self.with_classic(group_id, create, |group| group.validate_commit(member_id, generation_id, now))
+            .unwrap_or(Err(ErrorCode::IllegalGeneration))
+    }
+
+    /// Runs `f` on the classic group, creating it (Empty) if `create` and
+    /// absent; afterwards writes the group's record if `f` changed it.
+    pub fn with_classic<R>(&self, group_id: &str, create: bool, f: impl FnOnce(&mut ClassicGroup) -> R) -> Option<R> {
+        let mut groups = self.classic.borrow_mut();
+        if create && !groups.contains_key(group_id) {
+            groups.insert(group_id.to_owned(), ClassicGroup::new(group_id.to_owned()));
+        }
+        let group = groups.get_mut(group_id)?;
+        let result = f(group);
+        if group.take_persist_wanted() {
+            self.mark_dirty(group_id);
+        }
+        Some(result)
+    }
+
+    /// Asks for `group_id`'s membership record to be written.
+    fn mark_dirty(&self, group_id: &str) {
+        self.dirty.borrow_mut().insert(group_id.to_owned());
+        if let Some(waker) = self.dirty_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// The membership records of the dirty groups, encoded; called when
+    /// their append's turn has come, so they state the groups as they are
+    /// at their place in the log.
+    fn encode_dirty(&self) -> Vec<u8> {
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        let groups = self.classic.borrow();
+        let records: Vec<GroupRecord> = dirty
+            .iter()
+            .filter_map(|id| groups.get(id))
+            .map(|group| GroupRecord::ClassicGroup(group.record()))
+            .collect();
+        records::encode_batch(&records)
+    }
+
+    /// Every live group and offset as records, cut into payloads of about
+    /// [`SNAPSHOT_PAYLOAD_BYTES_MAX`]: the state compaction writes.
+    pub fn snapshot(&self) -> Vec<Vec<u8>> {
+        let groups = self.classic.borrow();
+        let store = self.offsets.borrow();
+        let mut ids: BTreeSet<&String> = groups.keys().collect();
+        ids.extend(store.group_ids());
+        let mut payloads = Vec::new();
+        let mut pending = Vec::new();
+        let mut pending_bytes = 0usize;
+        for id in ids {
+            let mut records: Vec<GroupRecord> =
+                groups.get(id.as_str()).map(|group| GroupRecord::ClassicGroup(group.record())).into_iter().collect();
+            records.extend(store.records_of(id));
+            for record in records {
+                pending_bytes += estimated_bytes(&record);
+                pending.push(record);
+                if pending_bytes >= SNAPSHOT_PAYLOAD_BYTES_MAX {
+                    payloads.push(records::encode_batch(&std::mem::take(&mut pending)));
+                    pending_bytes = 0;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            payloads.push(records::encode_batch(&pending));
+        }
+        payloads
+    }
+
+    /// Writes what is still dirty and closes the log (shutdown): every
+    /// commit acknowledged so far is already durable.
+    pub async fn close(&self) {
+        self.closing.set(true);
+        if let Some(waker) = self.dirty_waker.borrow_mut().take() {
+            waker.wake();
+        }
+        let Some(log) = self.log.borrow_mut().take() else {
+            return;
+        };
+        if !self.dirty.borrow().is_empty() {
+            let payload = self.encode_dirty();
+            if let Err(err) = log.append(move || payload, Box::new(|_| {})).await {
+                tracing::error!(error = %err, "writing group records at shutdown failed");
+            }
+        }
+        if let Err(err) = log.close().await {
+            tracing::error!(error = %err, "closing the group log failed");
+        }
     }
 
     /// Arms the join-phase timer a state change asked for, if any.
     pub fn arm_timer(shard: &Rc<Shard>, group_id: &str) {
-        let wanted = shard.groups.with_group(group_id, false, |group| group.timer_wanted.take()).flatten();
+        let wanted = shard.groups.with_classic(group_id, false, |group| group.timer_wanted.take()).flatten();
         let Some((epoch, timeout)) = wanted else {
             return;
         };
@@ -98,15 +365,16 @@ impl GroupCoordinator {
         let group_id = group_id.to_owned();
         glommio::spawn_local(async move {
             glommio::timer::sleep(timeout).await;
-            shard.groups.with_group(&group_id, false, |group| group.rebalance_timed_out(epoch, Instant::now()));
+            shard.groups.with_classic(&group_id, false, |group| group.rebalance_timed_out(epoch, Instant::now()));
             GroupCoordinator::arm_timer(&shard, &group_id);
         })
         .detach();
     }
 
-    /// Evicts members whose session timed out, every
-    /// [`SESSION_SWEEP_INTERVAL`], until the shard stops.
-    pub async fn sweep_sessions(shard: Rc<Shard>) {
+    /// Every [`SESSION_SWEEP_INTERVAL`] until the shard stops: evicts
+    /// members whose session timed out, and compacts the group log once it
+    /// has grown enough.
+    pub async fn housekeep(shard: Rc<Shard>) {
         loop {
             {
                 let tick = std::pin::pin!(glommio::timer::sleep(SESSION_SWEEP_INTERVAL));
@@ -115,27 +383,135 @@ impl GroupCoordinator {
                     return;
                 }
             }
-            let now = Instant::now();
-            let mut touched = Vec::new();
-            for (id, group) in shard.groups.groups.borrow_mut().iter_mut() {
-                let expired = group.expire(now);
-                if !expired.is_empty() {
-                    tracing::info!(shard = shard.id, group = %id, members = ?expired, "session timeout: members removed");
-                    touched.push(id.clone());
+            GroupCoordinator::expire_sessions(&shard);
+            if let Ok(log) = shard.groups.log() {
+                if log.wants_compaction() {
+                    if let Err(err) = log.compact(|| shard.groups.snapshot()).await {
+                        tracing::error!(shard = shard.id, error = %err, "compacting the group log failed");
+                    }
                 }
             }
-            for id in touched {
-                GroupCoordinator::arm_timer(&shard, &id);
+        }
+    }
+
+    fn expire_sessions(shard: &Rc<Shard>) {
+        let now = Instant::now();
+        let ids: Vec<String> = shard.groups.classic.borrow().keys().cloned().collect();
+        for id in ids {
+            let expired = shard.groups.with_classic(&id, false, |group| group.expire(now)).unwrap_or_default();
+            if !expired.is_empty() {
+                tracing::info!(shard = shard.id, group = %id, members = ?expired, "session timeout: members removed");
+                GroupCoordinator::arm_timer(shard, &id);
             }
         }
     }
 
     /// Ids of this shard's groups with their state and protocol type.
     pub fn list(&self) -> Vec<(String, &'static str, String)> {
-        let groups = self.groups.borrow();
+        let groups = self.classic.borrow();
         groups
             .values()
             .map(|group| (group.id.clone(), group.state.name(), group.protocol_type.clone().unwrap_or_default()))
             .collect()
+    }
+}
+
+/// Writes the membership records of dirty groups, one append per wakeup
+/// (every group that became dirty meanwhile goes into it), until the
+/// coordinator closes.
+async fn write_dirty_groups(shard: Rc<Shard>) {
+    loop {
+        std::future::poll_fn(|cx| {
+            if shard.groups.closing.get() || !shard.groups.dirty.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            *shard.groups.dirty_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if shard.groups.closing.get() {
+            return;
+        }
+        let Ok(log) = shard.groups.log() else {
+            return;
+        };
+        let owner = shard.clone();
+        let on_durable: OnDurable = Box::new(|outcome| {
+            if let Err(reason) = outcome {
+                tracing::error!(reason, "a group membership record could not be made durable");
+            }
+        });
+        if let Err(err) = log.append(move || owner.groups.encode_dirty(), on_durable).await {
+            tracing::error!(shard = shard.id, error = %err, "writing group membership records failed");
+            return;
+        }
+    }
+}
+
+/// A rough size of a record once encoded, for cutting snapshots.
+fn estimated_bytes(record: &GroupRecord) -> usize {
+    match record {
+        GroupRecord::OffsetCommit(commit) => {
+            64 + commit.group.len() + commit.topic.len() + commit.metadata.as_ref().map_or(0, String::len)
+        }
+        GroupRecord::ClassicGroup(group) => {
+            let members: usize = group
+                .members
+                .iter()
+                .map(|m| 64 + m.member_id.len() + m.client_id.len() + m.subscription.len() + m.assignment.len())
+                .sum();
+            64 + group.group.len() + members
+        }
+        _ => 64,
+    }
+}
+
+fn legacy_commit(record: log_v1::OffsetRecord) -> OffsetCommitRecord {
+    OffsetCommitRecord {
+        group: record.group,
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        leader_epoch: record.leader_epoch,
+        metadata: record.metadata,
+        commit_timestamp_ms: record.commit_timestamp_ms,
+    }
+}
+
+/// The state a log's records add up to, before it is split by owner.
+#[derive(Default)]
+struct Replayed {
+    classic: HashMap<String, super::records::ClassicGroupRecord>,
+    offsets: OffsetStore,
+}
+
+impl Replayed {
+    /// Every group's records (membership, then offsets), by owner.
+    fn by_owner(self, shards: usize) -> ByOwner {
+        let Replayed { mut classic, offsets } = self;
+        let mut ids: BTreeSet<String> = classic.keys().cloned().collect();
+        ids.extend(offsets.group_ids().cloned());
+        let mut by_owner = ByOwner::new();
+        for id in ids {
+            let records = by_owner.entry(super::coordinator_shard(&id, shards)).or_default();
+            records.extend(classic.remove(&id).map(GroupRecord::ClassicGroup));
+            records.extend(offsets.records_of(&id));
+        }
+        by_owner
+    }
+
+    fn apply(&mut self, record: GroupRecord) {
+        match record {
+            GroupRecord::ClassicGroup(group) => {
+                self.classic.insert(group.group.clone(), group);
+            }
+            GroupRecord::GroupDeleted { group } => {
+                self.classic.remove(&group);
+                self.offsets.apply(&GroupRecord::GroupDeleted { group });
+            }
+            // Consumer-protocol groups are not restored yet.
+            GroupRecord::ConsumerGroup(_) => {}
+            offsets => self.offsets.apply(&offsets),
+        }
     }
 }

@@ -1,27 +1,31 @@
-//! Classic consumer groups: the coordinator of each group lives on the
-//! shard its id hashes to ([`coordinator_shard`]); every shard computes the
-//! same answer, so a request for a group arriving anywhere is forwarded
-//! there with `invoke_on` and served by that shard's [`GroupCoordinator`].
+//! Consumer groups: the coordinator of each group lives on the shard its id
+//! hashes to ([`coordinator_shard`]); every shard computes the same answer,
+//! so a request for a group arriving anywhere is forwarded there with
+//! `invoke_on` and served by that shard's [`GroupCoordinator`].
 //!
 //! # Layout
-//! - [`coordinator`]: one shard's groups, its offsets log, the timers.
-//! - [`state`]: one group's state machine (join, sync, heartbeat, leave).
-//! - [`offsets`]: OffsetCommit/OffsetFetch on a coordinator.
-//! - [`log`]: the durable offsets log (format in docs/groups.md).
+//! - [`coordinator`]: one shard's groups, its group log, the timers and
+//!   sweeps, the hand-over of groups at start.
+//! - [`classic`]: one classic group's state machine (join, sync,
+//!   heartbeat, leave).
+//! - [`offsets`]: committed offsets; OffsetCommit/OffsetFetch on a
+//!   coordinator.
+//! - [`records`], `schema`: the group log's records and their flatbuffers
+//!   encoding (format in docs/groups.md).
+//! - [`log_v1`]: the format-1 offsets file of earlier versions, read once to
+//!   migrate it.
+//! - [`config`]: the `[groups]` settings.
 
+pub mod classic;
+pub mod config;
 pub mod coordinator;
-pub mod log;
+pub mod log_v1;
 pub mod offsets;
-pub mod state;
+pub mod records;
+mod schema;
 
 pub use coordinator::GroupCoordinator;
 
-/// Kafka's bounds on a member's session timeout
-/// (`group.min.session.timeout.ms`, `group.max.session.timeout.ms`).
-pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
-pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
-/// Kafka's `offset.metadata.max.bytes`.
-pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// Group ids and topic names are stored with a u16 length.
 pub const NAME_BYTES_MAX: usize = u16::MAX as usize;
 

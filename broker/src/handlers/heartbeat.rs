@@ -19,7 +19,7 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: HeartbeatRequest)
         .invoke_on(target, move |owner| async move {
             owner
                 .groups
-                .with_group(&group_id, false, |group| {
+                .with_classic(&group_id, false, |group| {
                     group.heartbeat(&member_id, generation_id, std::time::Instant::now())
                 })
                 .unwrap_or(Err(ErrorCode::UnknownMemberId))

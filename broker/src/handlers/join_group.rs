@@ -13,8 +13,8 @@ use protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use protocol::ErrorCode;
 
 use super::{str_bytes, Reply};
-use crate::group::state::{JoinParams, JoinResult, Step};
-use crate::group::{coordinator_shard, GroupCoordinator, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN};
+use crate::group::classic::{JoinParams, JoinResult, Step};
+use crate::group::{coordinator_shard, GroupCoordinator};
 use crate::shard::Shard;
 use protocol::messages::ResponseKind;
 
@@ -26,7 +26,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, client_id: String, request:
     if group_id.is_empty() || group_id.len() > crate::group::NAME_BYTES_MAX {
         return refuse(ErrorCode::InvalidGroupId);
     }
-    if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&request.session_timeout_ms) {
+    let groups = &shard.config.groups;
+    if !(groups.session_timeout_ms_min..=groups.session_timeout_ms_max).contains(&request.session_timeout_ms) {
         return refuse(ErrorCode::InvalidSessionTimeout);
     }
     let params = JoinParams {
@@ -45,7 +46,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, client_id: String, request:
         .invoke_on(target, move |owner| async move {
             let new_id =
                 || format!("{}-{}", if client_id.is_empty() { "member" } else { &client_id }, uuid::Uuid::new_v4());
-            let step = owner.groups.with_group(&group_id, params.member_id.is_empty(), |group| {
+            let step = owner.groups.with_classic(&group_id, params.member_id.is_empty(), |group| {
                 group.join(params, std::time::Instant::now(), new_id)
             });
             GroupCoordinator::arm_timer(&owner, &group_id);

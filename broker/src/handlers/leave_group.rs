@@ -29,7 +29,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: LeaveGroupRequest)
             let now = std::time::Instant::now();
             let codes = owner
                 .groups
-                .with_group(&group_id, false, |group| ids.iter().map(|id| group.leave(id, now)).collect::<Vec<_>>());
+                .with_classic(&group_id, false, |group| ids.iter().map(|id| group.leave(id, now)).collect::<Vec<_>>());
             GroupCoordinator::arm_timer(&owner, &group_id);
             codes.unwrap_or_else(|| vec![Err(ErrorCode::UnknownMemberId); ids.len()])
         })

@@ -117,9 +117,7 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         RequestKind::FindCoordinator(body) => {
             Reply::Now(ResponseKind::FindCoordinator(find_coordinator::handle(shard, version, body).await))
         }
-        RequestKind::OffsetCommit(body) => {
-            Reply::Now(ResponseKind::OffsetCommit(offset_commit::handle(shard, version, body).await))
-        }
+        RequestKind::OffsetCommit(body) => offset_commit::handle(shard, version, body).await,
         RequestKind::OffsetFetch(body) => {
             Reply::Now(ResponseKind::OffsetFetch(offset_fetch::handle(shard, version, body).await))
         }

@@ -6,14 +6,16 @@
 use std::rc::Rc;
 
 use protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, ResponseKind};
 use protocol::ErrorCode;
 
+use super::Reply;
+use crate::group::classic::Step;
 use crate::group::coordinator_shard;
 use crate::group::offsets::{self, CommitPartition};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetCommitRequest) -> Reply {
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
     // v0-v1 had no generation for simple commits; v2+ always carry it.
@@ -32,12 +34,26 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetCommitReques
     }
     let count = partitions.len();
     let target = coordinator_shard(&group_id, shard.count);
-    let codes = shard
+    let placed = shard
         .invoke_on(target, move |owner| async move {
-            offsets::commit(&owner, &group_id, &member_id, generation_id, partitions)
+            offsets::commit(&owner, &group_id, &member_id, generation_id, partitions).await
         })
-        .await
-        .unwrap_or_else(|_| vec![ErrorCode::CoordinatorNotAvailable.code(); count]);
+        .await;
+    let unavailable = move || vec![ErrorCode::CoordinatorNotAvailable.code(); count];
+    match placed {
+        Ok(Step::Now(codes)) => Reply::Now(ResponseKind::OffsetCommit(encode(request, codes))),
+        // The commit is placed: the answer waits for its fdatasync while
+        // the connection's next requests are read (their commits share it).
+        Ok(Step::Wait(answer)) => Reply::Later(Box::pin(async move {
+            let codes = answer.await.unwrap_or_else(|_| unavailable());
+            ResponseKind::OffsetCommit(encode(request, codes))
+        })),
+        Err(_) => Reply::Now(ResponseKind::OffsetCommit(encode(request, unavailable()))),
+    }
+}
+
+/// The response: one code per partition, in the request's order.
+fn encode(request: OffsetCommitRequest, codes: Vec<i16>) -> OffsetCommitResponse {
     let mut codes = codes.into_iter();
     let mut response = OffsetCommitResponse::default();
     for topic in request.topics {

@@ -9,8 +9,8 @@ use protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse};
 use protocol::ErrorCode;
 
 use super::{str_bytes, Reply};
+use crate::group::classic::{Step, SyncResult};
 use crate::group::coordinator_shard;
-use crate::group::state::{Step, SyncResult};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: SyncGroupRequest) -> Reply {
@@ -24,7 +24,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: SyncGroupRequest) 
     let target = coordinator_shard(&group_id, shard.count);
     let placed = shard
         .invoke_on(target, move |owner| async move {
-            let step = owner.groups.with_group(&group_id, false, |group| {
+            let step = owner.groups.with_classic(&group_id, false, |group| {
                 let mismatch = |asked: &Option<String>, have: &Option<String>| asked.is_some() && asked != have;
                 if group.members.contains_key(&member_id)
                     && (mismatch(&protocol_type, &group.protocol_type)

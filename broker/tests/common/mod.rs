@@ -49,6 +49,13 @@ impl Broker {
     }
 
     pub fn start_with(shards: usize, extra_args: &[&str]) -> Broker {
+        Broker::start_prepared(shards, extra_args, |_| {})
+    }
+
+    /// Starts a broker after `prepare` has put files into its (not yet
+    /// existing) data directory's path: a data directory an older version
+    /// left behind, say.
+    pub fn start_prepared(shards: usize, extra_args: &[&str], prepare: impl FnOnce(&Path)) -> Broker {
         let temp = tempfile::Builder::new().prefix("stele-e2e-").tempdir_in(test_tmp_dir()).unwrap();
         let mut broker = Broker {
             child: None,
@@ -58,8 +65,14 @@ impl Broker {
             shards,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
+        prepare(&broker.data_dir);
         broker.spawn();
         broker
+    }
+
+    /// The shard count of the next [`Broker::restart`].
+    pub fn set_shards(&mut self, shards: usize) {
+        self.shards = shards;
     }
 
     pub fn pid(&self) -> u32 {
@@ -370,6 +383,15 @@ pub fn raw_call(
     let (correlation_id, body) = protocol::decode_response(bytes::Bytes::from(frame), api_key, version).unwrap();
     assert_eq!(correlation_id, 7);
     body
+}
+
+/// A config file holding `text`, in a directory the caller keeps alive.
+pub fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new().prefix("stele-config-").tempdir_in(test_tmp_dir()).unwrap();
+    let path = dir.path().join("stele.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    (dir, path)
 }
 
 /// IncrementalAlterConfigs (v1) on one resource (2 topic, 4 broker) with

@@ -1,4 +1,4 @@
-//! One classic consumer group's state machine, as Kafka's GroupCoordinator
+//! One classic group's state machine, as Kafka's GroupCoordinator
 //! runs it: Empty → PreparingRebalance (join phase) → CompletingRebalance
 //! (waiting for the leader's SyncGroup) → Stable, and back to
 //! PreparingRebalance when a member joins, leaves, changes its protocols
@@ -11,7 +11,10 @@
 //! - a member has a `join_waiter` only during PreparingRebalance, and a
 //!   `sync_waiter` only during CompletingRebalance;
 //! - `leader` is a member whenever the group has members and is not Empty;
-//! - `generation_id` only grows.
+//! - `generation_id` only grows;
+//! - `persist_wanted` is set whenever what [`ClassicGroup::record`] states
+//!   changed (a generation got its assignments, the group became empty):
+//!   the coordinator then writes the record to the group log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -19,6 +22,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use protocol::ErrorCode;
+
+use super::records::{ClassicGroupRecord, ClassicMemberRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupState {
@@ -109,24 +114,19 @@ impl Member {
     }
 }
 
-/// A committed offset as the coordinator keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Committed {
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: Option<String>,
-    pub commit_timestamp_ms: i64,
-}
-
 /// An answer now, or later through a receiver.
 pub enum Step<T> {
     Now(T),
     Wait(oneshot::Receiver<T>),
 }
 
-pub struct Group {
+pub struct ClassicGroup {
     pub id: String,
     pub state: GroupState,
+    /// When `state` was entered, ms since the epoch (Kafka's
+    /// `currentStateTimestamp`): retention of an empty group's offsets
+    /// counts from it.
+    pub state_timestamp_ms: i64,
     pub generation_id: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
@@ -141,14 +141,17 @@ pub struct Group {
     /// Set when a join phase starts: the coordinator arms a timer that ends
     /// it after this long, whoever has not rejoined by then is removed.
     pub timer_wanted: Option<(u64, Duration)>,
-    pub offsets: HashMap<(String, i32), Committed>,
+    /// The durable view ([`ClassicGroup::record`]) changed since it was
+    /// last taken.
+    persist_wanted: bool,
 }
 
-impl Group {
-    pub fn new(id: String) -> Group {
-        Group {
+impl ClassicGroup {
+    pub fn new(id: String) -> ClassicGroup {
+        ClassicGroup {
             id,
             state: GroupState::Empty,
+            state_timestamp_ms: crate::partition::now_ms(),
             generation_id: 0,
             protocol_type: None,
             protocol_name: None,
@@ -157,7 +160,85 @@ impl Group {
             pending_members: HashMap::new(),
             rebalance_epoch: 0,
             timer_wanted: None,
-            offsets: HashMap::new(),
+            persist_wanted: false,
+        }
+    }
+
+    /// The group as the log keeps it: generation, protocol, leader and
+    /// members with their assignments. Written when a generation got its
+    /// assignments or the group became empty; a snapshot taken in the
+    /// middle of a rebalance states the members as they are, and members
+    /// restored from it rejoin (their generation is not the stored one).
+    pub fn record(&self) -> ClassicGroupRecord {
+        let members = self
+            .members
+            .values()
+            .map(|member| ClassicMemberRecord {
+                member_id: member.id.clone(),
+                group_instance_id: member.group_instance_id.clone(),
+                client_id: member.client_id.clone(),
+                client_host: String::new(),
+                session_timeout_ms: member.session_timeout_ms,
+                rebalance_timeout_ms: member.rebalance_timeout_ms,
+                subscription: member.metadata_for(self.protocol_name.as_deref().unwrap_or_default()),
+                assignment: member.assignment.clone(),
+            })
+            .collect();
+        ClassicGroupRecord {
+            group: self.id.clone(),
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            generation_id: self.generation_id,
+            leader: self.leader.clone(),
+            state_timestamp_ms: self.state_timestamp_ms,
+            members,
+        }
+    }
+
+    /// A group rebuilt from its record after a restart: Stable with its
+    /// members (each with a fresh session, as after a coordinator move in
+    /// Kafka) or Empty.
+    pub fn restore(record: ClassicGroupRecord, now: Instant) -> ClassicGroup {
+        let mut group = ClassicGroup::new(record.group);
+        group.generation_id = record.generation_id;
+        group.protocol_type = record.protocol_type;
+        group.protocol_name = record.protocol_name.clone();
+        group.state_timestamp_ms = record.state_timestamp_ms;
+        let protocol = record.protocol_name.unwrap_or_default();
+        for member in record.members {
+            let restored = Member {
+                id: member.member_id.clone(),
+                client_id: member.client_id,
+                group_instance_id: member.group_instance_id,
+                session_timeout_ms: member.session_timeout_ms,
+                rebalance_timeout_ms: member.rebalance_timeout_ms,
+                protocols: vec![(protocol.clone(), member.subscription)],
+                assignment: member.assignment,
+                last_heartbeat: now,
+                join_waiter: None,
+                sync_waiter: None,
+            };
+            group.members.insert(member.member_id, restored);
+        }
+        if !group.members.is_empty() {
+            group.state = GroupState::Stable;
+            group.leader = record.leader.filter(|leader| group.members.contains_key(leader));
+            if group.leader.is_none() {
+                group.leader = group.members.keys().next().cloned();
+            }
+        }
+        group
+    }
+
+    /// Whether the durable view changed since the last call.
+    pub fn take_persist_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.persist_wanted)
+    }
+
+    fn set_state(&mut self, state: GroupState) {
+        if self.state != state {
+            self.state = state;
+            self.state_timestamp_ms = crate::partition::now_ms();
         }
     }
 
@@ -249,7 +330,8 @@ impl Group {
                     for member in self.members.values_mut() {
                         member.assignment = assignments.remove(&member.id).unwrap_or_default();
                     }
-                    self.state = GroupState::Stable;
+                    self.set_state(GroupState::Stable);
+                    self.persist_wanted = true;
                     let (protocol_type, protocol_name) = (self.protocol_type.clone(), self.protocol_name.clone());
                     for member in self.members.values_mut() {
                         if let Some(waiter) = member.sync_waiter.take() {
@@ -416,7 +498,7 @@ impl Group {
                 }
             }
         }
-        self.state = GroupState::PreparingRebalance;
+        self.set_state(GroupState::PreparingRebalance);
         self.rebalance_epoch += 1;
         let timeout_ms = self.members.values().map(|member| member.rebalance_timeout_ms).max().unwrap_or(0);
         self.timer_wanted = Some((self.rebalance_epoch, Duration::from_millis(timeout_ms.max(0) as u64)));
@@ -437,16 +519,17 @@ impl Group {
         self.members.retain(|_, member| member.join_waiter.is_some());
         self.generation_id += 1;
         if self.members.is_empty() {
-            self.state = GroupState::Empty;
+            self.set_state(GroupState::Empty);
             self.protocol_name = None;
             self.leader = None;
+            self.persist_wanted = true;
             return;
         }
         self.protocol_name = self.select_protocol();
         if !self.leader.as_ref().is_some_and(|leader| self.members.contains_key(leader)) {
             self.leader = self.members.keys().next().cloned();
         }
-        self.state = GroupState::CompletingRebalance;
+        self.set_state(GroupState::CompletingRebalance);
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.join_result_for(&id);
@@ -546,7 +629,7 @@ mod tests {
 
     /// Joins a new member through MEMBER_ID_REQUIRED; returns its id and
     /// the receiver of its join.
-    fn join_new(group: &mut Group, name: &str, now: Instant) -> (String, Step<JoinResult>) {
+    fn join_new(group: &mut ClassicGroup, name: &str, now: Instant) -> (String, Step<JoinResult>) {
         let first = now_result(group.join(params(""), now, || name.to_owned()));
         assert_eq!(first.error, ErrorCode::MemberIdRequired.code());
         assert_eq!(first.member_id, name);
@@ -558,7 +641,7 @@ mod tests {
         // Proves the MEMBER_ID_REQUIRED flow, generation 1 with the member as
         // leader, the leader's assignment coming back, and heartbeats.
         let now = Instant::now();
-        let mut group = Group::new("g".into());
+        let mut group = ClassicGroup::new("g".into());
         let (id, step) = join_new(&mut group, "m1", now);
         let joined = now_result(step);
         assert_eq!((joined.error, joined.generation_id, joined.leader.as_str()), (0, 1, "m1"));
@@ -579,7 +662,7 @@ mod tests {
         // Proves a join into a Stable group starts a rebalance that waits for
         // the known member, which learns of it from its heartbeat.
         let now = Instant::now();
-        let mut group = Group::new("g".into());
+        let mut group = ClassicGroup::new("g".into());
         let (a, step) = join_new(&mut group, "a", now);
         now_result(step);
         let _ = group.sync(&a, 1, vec![], now);
@@ -598,7 +681,7 @@ mod tests {
         // Proves LeaveGroup and a missed session timeout both remove a
         // member and start a rebalance; the last member leaving empties it.
         let now = Instant::now();
-        let mut group = Group::new("g".into());
+        let mut group = ClassicGroup::new("g".into());
         let (a, step) = join_new(&mut group, "a", now);
         now_result(step);
         let (b, _step_b) = join_new(&mut group, "b", now);
@@ -619,7 +702,7 @@ mod tests {
         // Proves the rebalance timer ends the join phase and drops members
         // that did not rejoin; a stale timer does nothing.
         let now = Instant::now();
-        let mut group = Group::new("g".into());
+        let mut group = ClassicGroup::new("g".into());
         let (a, step) = join_new(&mut group, "a", now);
         now_result(step);
         let _ = group.sync(&a, 1, vec![], now);
@@ -640,7 +723,7 @@ mod tests {
         // Proves Kafka's commit rules: simple commits only to empty groups,
         // members with their current generation, none while syncing.
         let now = Instant::now();
-        let mut group = Group::new("g".into());
+        let mut group = ClassicGroup::new("g".into());
         let (a, step) = join_new(&mut group, "a", now);
         now_result(step);
         assert_eq!(group.validate_commit(&a, 1, now), Err(ErrorCode::RebalanceInProgress));
@@ -655,7 +738,7 @@ mod tests {
     fn incompatible_protocols_are_refused() {
         // Proves a joiner sharing no protocol with the members is refused.
         let now = Instant::now();
-        let mut group = Group::new("g".into());
+        let mut group = ClassicGroup::new("g".into());
         let (_a, step) = join_new(&mut group, "a", now);
         now_result(step);
         let mut other = params("");

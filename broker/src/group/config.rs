@@ -1,0 +1,178 @@
+//! The group coordinators' settings: the `[groups]` table of stele.toml,
+//! under Kafka's broker-level names and with Kafka's defaults. This is the
+//! one place those spellings live; `crate::config` reads the table through
+//! [`GroupConfig::set`].
+
+/// Every key of `[groups]` (docs/configuration.md and stele.toml mention
+/// each; a test checks).
+pub const GROUP_KEYS: &[&str] = &[
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.max.size",
+    "offset.metadata.max.bytes",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "offsets.topic.segment.bytes",
+    "group.consumer.session.timeout.ms",
+    "group.consumer.min.session.timeout.ms",
+    "group.consumer.max.session.timeout.ms",
+    "group.consumer.heartbeat.interval.ms",
+    "group.consumer.min.heartbeat.interval.ms",
+    "group.consumer.max.heartbeat.interval.ms",
+    "group.consumer.max.size",
+    "group.consumer.assignors",
+];
+
+/// Server-side assignors of the consumer protocol, in Kafka's names.
+pub const ASSIGNORS: &[&str] = &["uniform", "range"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Classic members' session timeouts must lie within these bounds
+    /// (`group.min.session.timeout.ms`, `group.max.session.timeout.ms`).
+    pub session_timeout_ms_min: i32,
+    pub session_timeout_ms_max: i32,
+    /// How long the first join phase of an empty classic group waits for
+    /// more members (`group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay_ms: i32,
+    /// Members of one classic group (`group.max.size`).
+    pub group_size_max: usize,
+    /// `offset.metadata.max.bytes`.
+    pub offset_metadata_bytes_max: usize,
+    /// Offsets of an empty group expire this long after it became empty,
+    /// or after their commit for groups that never had members
+    /// (`offsets.retention.minutes`, kept here in milliseconds).
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
+    /// Segment size of each shard's group log, and how much it grows
+    /// before it is compacted (`offsets.topic.segment.bytes`).
+    pub offsets_segment_bytes: u64,
+    /// Consumer-protocol (KIP-848) members: session timeout and heartbeat
+    /// interval given to members, and the bounds of their per-group
+    /// overrides (`group.consumer.*`).
+    pub consumer_session_timeout_ms: i32,
+    pub consumer_session_timeout_ms_min: i32,
+    pub consumer_session_timeout_ms_max: i32,
+    pub consumer_heartbeat_interval_ms: i32,
+    pub consumer_heartbeat_interval_ms_min: i32,
+    pub consumer_heartbeat_interval_ms_max: i32,
+    /// Members of one consumer-protocol group (`group.consumer.max.size`).
+    pub consumer_group_size_max: usize,
+    /// Server-side assignors offered; the first is the default
+    /// (`group.consumer.assignors`).
+    pub consumer_assignors: Vec<String>,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            session_timeout_ms_min: 6_000,
+            session_timeout_ms_max: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            group_size_max: i32::MAX as usize,
+            offset_metadata_bytes_max: 4096,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            offsets_segment_bytes: 100 << 20,
+            consumer_session_timeout_ms: 45_000,
+            consumer_session_timeout_ms_min: 45_000,
+            consumer_session_timeout_ms_max: 60_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_heartbeat_interval_ms_min: 5_000,
+            consumer_heartbeat_interval_ms_max: 15_000,
+            consumer_group_size_max: i32::MAX as usize,
+            consumer_assignors: ASSIGNORS.iter().map(|name| name.to_string()).collect(),
+        }
+    }
+}
+
+/// A value as the file gave it.
+pub enum GroupValue<'a> {
+    Integer(i64),
+    Text(&'a str),
+}
+
+impl GroupConfig {
+    /// Sets `key` to `value`; the error says what was expected.
+    pub fn set(&mut self, key: &str, value: GroupValue<'_>) -> Result<(), String> {
+        let integer = |low: i64, high: i64| match value {
+            GroupValue::Integer(n) if (low..=high).contains(&n) => Ok(n),
+            _ => Err(format!("an integer between {low} and {high}")),
+        };
+        let milliseconds = |low: i64| integer(low, i32::MAX as i64).map(|n| n as i32);
+        match key {
+            "group.min.session.timeout.ms" => self.session_timeout_ms_min = milliseconds(1)?,
+            "group.max.session.timeout.ms" => self.session_timeout_ms_max = milliseconds(1)?,
+            "group.initial.rebalance.delay.ms" => self.initial_rebalance_delay_ms = milliseconds(0)?,
+            "group.max.size" => self.group_size_max = integer(1, i32::MAX as i64)? as usize,
+            "offset.metadata.max.bytes" => self.offset_metadata_bytes_max = integer(0, i32::MAX as i64)? as usize,
+            "offsets.retention.minutes" => self.offsets_retention_ms = integer(1, i32::MAX as i64)? * 60_000,
+            "offsets.retention.check.interval.ms" => {
+                self.offsets_retention_check_interval_ms = integer(1, i64::MAX)? as u64
+            }
+            "offsets.topic.segment.bytes" => {
+                self.offsets_segment_bytes = integer(engine::config::SEGMENT_BYTES_MIN as i64, i32::MAX as i64)? as u64
+            }
+            "group.consumer.session.timeout.ms" => self.consumer_session_timeout_ms = milliseconds(1)?,
+            "group.consumer.min.session.timeout.ms" => self.consumer_session_timeout_ms_min = milliseconds(1)?,
+            "group.consumer.max.session.timeout.ms" => self.consumer_session_timeout_ms_max = milliseconds(1)?,
+            "group.consumer.heartbeat.interval.ms" => self.consumer_heartbeat_interval_ms = milliseconds(1)?,
+            "group.consumer.min.heartbeat.interval.ms" => self.consumer_heartbeat_interval_ms_min = milliseconds(1)?,
+            "group.consumer.max.heartbeat.interval.ms" => self.consumer_heartbeat_interval_ms_max = milliseconds(1)?,
+            "group.consumer.max.size" => self.consumer_group_size_max = integer(1, i32::MAX as i64)? as usize,
+            "group.consumer.assignors" => {
+                let expected = || format!("a comma-separated list of {}", ASSIGNORS.join(", "));
+                let GroupValue::Text(text) = value else { return Err(expected()) };
+                let names: Vec<String> = text.split(',').map(|name| name.trim().to_string()).collect();
+                if names.is_empty() || names.iter().any(|name| !ASSIGNORS.contains(&name.as_str())) {
+                    return Err(expected());
+                }
+                self.consumer_assignors = names;
+            }
+            _ => return Err(format!("one of the [groups] keys ({})", GROUP_KEYS.join(", "))),
+        }
+        Ok(())
+    }
+
+    /// The checks that need several keys: each minimum within its maximum,
+    /// each default within its bounds, heartbeats shorter than sessions.
+    pub fn validate(&self) -> Result<(), String> {
+        let ordered = [
+            ("group.min.session.timeout.ms", self.session_timeout_ms_min, self.session_timeout_ms_max),
+            (
+                "group.consumer.min.session.timeout.ms",
+                self.consumer_session_timeout_ms_min,
+                self.consumer_session_timeout_ms,
+            ),
+            (
+                "group.consumer.session.timeout.ms",
+                self.consumer_session_timeout_ms,
+                self.consumer_session_timeout_ms_max,
+            ),
+            (
+                "group.consumer.min.heartbeat.interval.ms",
+                self.consumer_heartbeat_interval_ms_min,
+                self.consumer_heartbeat_interval_ms,
+            ),
+            (
+                "group.consumer.heartbeat.interval.ms",
+                self.consumer_heartbeat_interval_ms,
+                self.consumer_heartbeat_interval_ms_max,
+            ),
+        ];
+        for (key, low, high) in ordered {
+            if low > high {
+                return Err(format!("{key} ({low}) is above its upper bound ({high})"));
+            }
+        }
+        if self.consumer_heartbeat_interval_ms >= self.consumer_session_timeout_ms {
+            return Err(format!(
+                "group.consumer.heartbeat.interval.ms ({}) must be below group.consumer.session.timeout.ms ({})",
+                self.consumer_heartbeat_interval_ms, self.consumer_session_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! Flatbuffers tables of the group coordinators' internal log
+//! (`__consumer_offsets/<shard>/`), declared with the macros of
+//! `crate::flatbuf` from the schema in docs/groups.md. Keep the two in
+//! step: a slot number is the field's position in its table
+//! (`slot = 4 + 2 * field index`).
+//!
+//! Soundness: see `crate::flatbuf`. Every table here is reached only
+//! through [`verified_batch`], which runs flatbuffers' verifier first. This
+//! file is the only place in the group module with `unsafe`.
+#![allow(unsafe_code)]
+
+use flatbuffers::{ForwardsUOffset, InvalidFlatbuffer, Vector};
+
+use crate::flatbuf::{flatbuffer_table as table, flatbuffer_union, verified_root, Bytes, Scalars, Str, Tables};
+
+/// A vector of strings.
+pub(crate) type Strs<'a> = ForwardsUOffset<Vector<'a, ForwardsUOffset<&'a str>>>;
+
+table!(OffsetCommit {
+    group / VT_GROUP: Str<'a> = 4,
+    topic / VT_TOPIC: Str<'a> = 6,
+    partition / VT_PARTITION: i32 = 8,
+    offset / VT_OFFSET: i64 = 10,
+    leader_epoch / VT_LEADER_EPOCH: i32 = 12,
+    metadata / VT_METADATA: Str<'a> = 14,
+    commit_timestamp_ms / VT_COMMIT_TIMESTAMP_MS: i64 = 16,
+});
+
+table!(OffsetDeleted {
+    group / VT_GROUP: Str<'a> = 4,
+    topic / VT_TOPIC: Str<'a> = 6,
+    partition / VT_PARTITION: i32 = 8,
+});
+
+table!(ClassicMember {
+    member_id / VT_MEMBER_ID: Str<'a> = 4,
+    group_instance_id / VT_GROUP_INSTANCE_ID: Str<'a> = 6,
+    client_id / VT_CLIENT_ID: Str<'a> = 8,
+    client_host / VT_CLIENT_HOST: Str<'a> = 10,
+    session_timeout_ms / VT_SESSION_TIMEOUT_MS: i32 = 12,
+    rebalance_timeout_ms / VT_REBALANCE_TIMEOUT_MS: i32 = 14,
+    subscription / VT_SUBSCRIPTION: Bytes<'a> = 16,
+    assignment / VT_ASSIGNMENT: Bytes<'a> = 18,
+});
+
+table!(ClassicGroup {
+    group / VT_GROUP: Str<'a> = 4,
+    protocol_type / VT_PROTOCOL_TYPE: Str<'a> = 6,
+    protocol_name / VT_PROTOCOL_NAME: Str<'a> = 8,
+    generation_id / VT_GENERATION_ID: i32 = 10,
+    leader / VT_LEADER: Str<'a> = 12,
+    state_timestamp_ms / VT_STATE_TIMESTAMP_MS: i64 = 14,
+    members / VT_MEMBERS: Tables<'a, ClassicMember<'a>> = 16,
+});
+
+table!(TopicPartitions {
+    topic_id / VT_TOPIC_ID: Bytes<'a> = 4,
+    partitions / VT_PARTITIONS: Scalars<'a, i32> = 6,
+});
+
+table!(ConsumerMember {
+    member_id / VT_MEMBER_ID: Str<'a> = 4,
+    instance_id / VT_INSTANCE_ID: Str<'a> = 6,
+    rack_id / VT_RACK_ID: Str<'a> = 8,
+    client_id / VT_CLIENT_ID: Str<'a> = 10,
+    client_host / VT_CLIENT_HOST: Str<'a> = 12,
+    subscribed_topic_names / VT_SUBSCRIBED_TOPIC_NAMES: Strs<'a> = 14,
+    subscribed_topic_regex / VT_SUBSCRIBED_TOPIC_REGEX: Str<'a> = 16,
+    server_assignor / VT_SERVER_ASSIGNOR: Str<'a> = 18,
+    rebalance_timeout_ms / VT_REBALANCE_TIMEOUT_MS: i32 = 20,
+    member_epoch / VT_MEMBER_EPOCH: i32 = 22,
+    previous_member_epoch / VT_PREVIOUS_MEMBER_EPOCH: i32 = 24,
+    state / VT_STATE: u8 = 26,
+    assigned / VT_ASSIGNED: Tables<'a, TopicPartitions<'a>> = 28,
+    pending_revocation / VT_PENDING_REVOCATION: Tables<'a, TopicPartitions<'a>> = 30,
+});
+
+table!(ConsumerGroup {
+    group / VT_GROUP: Str<'a> = 4,
+    group_epoch / VT_GROUP_EPOCH: i32 = 6,
+    assignment_epoch / VT_ASSIGNMENT_EPOCH: i32 = 8,
+    state_timestamp_ms / VT_STATE_TIMESTAMP_MS: i64 = 10,
+    members / VT_MEMBERS: Tables<'a, ConsumerMember<'a>> = 12,
+});
+
+table!(GroupDeleted {
+    group / VT_GROUP: Str<'a> = 4,
+});
+
+table!(
+    /// The root of every payload.
+    RecordBatch {
+        records / VT_RECORDS: Tables<'a, RecordEntry<'a>> = 4,
+    }
+);
+
+/// Values of the `Record` union's type field. 0 is flatbuffers' NONE.
+pub(crate) mod record_type {
+    pub(crate) const OFFSET_COMMIT: u8 = 1;
+    pub(crate) const OFFSET_DELETED: u8 = 2;
+    pub(crate) const CLASSIC_GROUP: u8 = 3;
+    pub(crate) const CONSUMER_GROUP: u8 = 4;
+    pub(crate) const GROUP_DELETED: u8 = 5;
+}
+
+flatbuffer_union!(
+    /// `table RecordEntry { record: Record; }`.
+    RecordEntry -> RecordRef {
+        record_type::OFFSET_COMMIT => OffsetCommit,
+        record_type::OFFSET_DELETED => OffsetDeleted,
+        record_type::CLASSIC_GROUP => ClassicGroup,
+        record_type::CONSUMER_GROUP => ConsumerGroup,
+        record_type::GROUP_DELETED => GroupDeleted,
+    }
+);
+
+/// Verifies `payload` as a `RecordBatch` and returns its root.
+pub(crate) fn verified_batch(payload: &[u8]) -> Result<RecordBatch<'_>, InvalidFlatbuffer> {
+    verified_root::<RecordBatch>(payload)
+}
