@@ -27,6 +27,8 @@
 //!   `kafka-protocol` crate so that a bad frame is an error value.
 //! - [`record_batch`]: v2 record batches as zero-copy views, validation,
 //!   patching, building; [`compression`]: gzip, snappy, lz4, zstd.
+//! - [`consumer_protocol`]: what classic consumer members embed in their
+//!   group metadata (the subscribed topics).
 //! - [`varint`]: Kafka's zigzag varints; [`error`]: error types and
 //!   Kafka's error codes ([`ErrorCode`]).
 #![deny(unsafe_code)]
@@ -34,6 +36,7 @@
 pub mod api;
 pub mod codec;
 pub mod compression;
+pub mod consumer_protocol;
 pub mod error;
 pub mod frame;
 pub mod header;

@@ -598,7 +598,8 @@ impl Member {
         self.protocols.iter().any(|(name, _)| name == protocol)
     }
 
-    fn metadata_for(&self, protocol: &str) -> Bytes {
+    /// The metadata the member sent for `protocol` (empty if none).
+    pub fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols.iter().find(|(name, _)| name == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
     }
 }

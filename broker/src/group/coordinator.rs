@@ -283,6 +283,16 @@ impl GroupCoordinator {
         Some(result)
     }
 
+    /// The classic groups, for reading (listing, describing).
+    pub fn classic_groups(&self) -> std::cell::Ref<'_, HashMap<String, ClassicGroup>> {
+        self.classic.borrow()
+    }
+
+    /// Removes a classic group from memory (it is being deleted).
+    pub fn remove_classic(&self, group_id: &str) -> Option<ClassicGroup> {
+        self.classic.borrow_mut().remove(group_id)
+    }
+
     /// Asks for `group_id`'s membership record to be written.
     fn mark_dirty(&self, group_id: &str) {
         self.dirty.borrow_mut().insert(group_id.to_owned());
@@ -404,15 +414,6 @@ impl GroupCoordinator {
                 GroupCoordinator::arm_timer(shard, &id);
             }
         }
-    }
-
-    /// Ids of this shard's groups with their state and protocol type.
-    pub fn list(&self) -> Vec<(String, &'static str, String)> {
-        let groups = self.classic.borrow();
-        groups
-            .values()
-            .map(|group| (group.id.clone(), group.state.name(), group.protocol_type.clone().unwrap_or_default()))
-            .collect()
     }
 }
 

@@ -8,6 +8,7 @@
 //!   sweeps, the hand-over of groups at start.
 //! - [`classic`]: one classic group's state machine (join, sync,
 //!   heartbeat, leave).
+//! - [`admin`]: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
 //! - [`offsets`]: committed offsets; OffsetCommit/OffsetFetch on a
 //!   coordinator.
 //! - [`records`], `schema`: the group log's records and their flatbuffers
@@ -16,6 +17,7 @@
 //!   migrate it.
 //! - [`config`]: the `[groups]` settings.
 
+pub mod admin;
 pub mod classic;
 pub mod config;
 pub mod coordinator;

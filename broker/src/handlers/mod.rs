@@ -11,10 +11,12 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod describe_log_dirs;
 mod describe_topic_partitions;
 mod fetch;
@@ -24,9 +26,11 @@ mod incremental_alter_configs;
 mod init_producer_id;
 mod join_group;
 mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
 mod offset_commit;
+mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
@@ -132,6 +136,14 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         RequestKind::LeaveGroup(body) => {
             Reply::Now(ResponseKind::LeaveGroup(leave_group::handle(shard, version, body).await))
         }
+        RequestKind::ListGroups(body) => {
+            Reply::Now(ResponseKind::ListGroups(list_groups::handle(shard, version, body).await))
+        }
+        RequestKind::DescribeGroups(body) => {
+            Reply::Now(ResponseKind::DescribeGroups(describe_groups::handle(shard, version, body).await))
+        }
+        RequestKind::DeleteGroups(body) => delete_groups::handle(shard, version, body).await,
+        RequestKind::OffsetDelete(body) => offset_delete::handle(shard, version, body).await,
         // Our bug (a row in SUPPORTED_APIS without an arm here), not the
         // client's: say so loudly, but cost only this connection.
         _ => {

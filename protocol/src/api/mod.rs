@@ -49,6 +49,10 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     // v3+ batched members.
     api(ApiKey::LeaveGroup, 0, 4),
     api(ApiKey::SyncGroup, 0, 5),
+    // v6 answers GROUP_ID_NOT_FOUND for an unknown group (KIP-1043).
+    api(ApiKey::DescribeGroups, 0, 6),
+    // v4+ state filter, v5+ type filter.
+    api(ApiKey::ListGroups, 0, 5),
     // 0-2 non-flexible, 3-4 flexible (request header v2, response header v0).
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
@@ -66,6 +70,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     // One log dir (the data dir); v4+ total/usable bytes.
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::OffsetDelete, 0, 0),
     // SET/DELETE/APPEND/SUBTRACT; APPEND/SUBTRACT on list keys only.
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 2),
