@@ -8,7 +8,9 @@
 //! - [`state`]: one group's state machine (join, sync, heartbeat, leave).
 //! - [`offsets`]: OffsetCommit/OffsetFetch on a coordinator.
 //! - [`log`]: the durable offsets log (format in docs/groups.md).
+//! - [`assignor`]: KIP-848's server-side assignors, `uniform` and `range`.
 
+pub mod assignor;
 pub mod coordinator;
 pub mod log;
 pub mod offsets;
