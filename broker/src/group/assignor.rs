@@ -753,15 +753,19 @@ mod tests {
         fn range_is_balanced_per_topic_and_contiguous_from_scratch((members, counts) in any_group(false)) {
             let fresh: BTreeMap<String, AssignmentMember> = members
                 .iter()
-                .map(|(id, m)| (id.clone(), AssignmentMember { current_assignment: TopicPartitions::new(), ..m.clone() }))
+                .map(|(id, m)| (id.clone(), m.clone().with_current(&TopicPartitions::new())))
                 .collect();
             for group in [&members, &fresh] {
                 let assignment = range(group, &counts);
                 for (topic_id, count) in &counts {
-                    let subscribers: Vec<&String> =
-                        group.iter().filter(|(_, m)| m.subscribed_topic_ids.contains(topic_id)).map(|(id, _)| id).collect();
+                    let subscribers: Vec<&String> = group
+                        .iter()
+                        .filter(|(_, m)| m.subscribed_topic_ids.contains(topic_id))
+                        .map(|(id, _)| id)
+                        .collect();
                     if subscribers.is_empty() { continue; }
-                    let per: Vec<usize> = subscribers.iter().map(|id| partitions(&assignment, id, *topic_id).len()).collect();
+                    let per: Vec<usize> =
+                        subscribers.iter().map(|id| partitions(&assignment, id, *topic_id).len()).collect();
                     prop_assert!(per.iter().max().unwrap() - per.iter().min().unwrap() <= 1, "{:?}", per);
                     prop_assert_eq!(per.iter().sum::<usize>(), *count as usize);
                 }
