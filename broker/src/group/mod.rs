@@ -9,8 +9,10 @@
 //! - [`offsets`]: OffsetCommit/OffsetFetch on a coordinator.
 //! - [`log`]: the durable offsets log (format in docs/groups.md).
 //! - [`assignor`]: KIP-848's server-side assignors, `uniform` and `range`.
+//! - [`consumer`]: one consumer-protocol (KIP-848) group's state machine.
 
 pub mod assignor;
+pub mod consumer;
 pub mod coordinator;
 pub mod log;
 pub mod offsets;
