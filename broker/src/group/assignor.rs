@@ -6,8 +6,9 @@
 //!
 //! The input's `current_assignment` is each member's previous *target*
 //! assignment (Kafka's TargetAssignmentBuilder hands the assignor the last
-//! target, not what the members own), so stickiness keeps targets steady
-//! and the reconciliation in [`super::consumer`] moves only what changed.
+//! target, not what the members own), so the uniform assignor's stickiness
+//! keeps targets steady and the reconciliation in [`super::consumer`] moves
+//! only what changed. The range assignor, like Kafka 4's, ignores it.
 //!
 //! Invariants of every output (checked by [`check_assignment`] in debug
 //! builds and by the property tests below):
@@ -115,71 +116,38 @@ pub fn uniform(
     input.into_group_assignment(assignments)
 }
 
-/// Kafka's (server-side, sticky) RangeAssignor: per topic, its subscribers
-/// in range order (static members by instance id first, then the others by
-/// member id) each get a contiguous range, the first `count % subscribers`
-/// one partition more. A member keeps what it already had up to its quota,
-/// so co-partitioned topics stay aligned across reassignments.
+/// Kafka 4's RangeAssignor (rewritten by KAFKA-16944 to recompute every
+/// time): per topic, its subscribers in range order (static members by
+/// instance id first, then the others by member id) each get one contiguous
+/// range, the first `count % subscribers` one partition more. Current
+/// assignments are not looked at: the same partition numbers of
+/// co-partitioned topics always go to the same member, and static members
+/// keep their ranges across restarts because their instance ids keep their
+/// place in the order.
 pub fn range(members: &BTreeMap<String, AssignmentMember>, partition_counts: &BTreeMap<Uuid, i32>) -> GroupAssignment {
     let input = Sanitised::new(members, partition_counts);
+    let mut order: Vec<usize> = (0..input.member_ids.len()).collect();
+    order.sort_by(|&a, &b| input.range_order(a, b));
     let mut assignments = vec![TopicPartitions::new(); input.member_ids.len()];
     for (topic_id, &count) in &input.partition_counts {
-        let mut subscribers: Vec<usize> =
-            (0..input.member_ids.len()).filter(|&member| input.subscriptions[member].contains(topic_id)).collect();
+        let subscribers: Vec<usize> =
+            order.iter().copied().filter(|&member| input.subscriptions[member].contains(topic_id)).collect();
         if subscribers.is_empty() || count == 0 {
             continue;
         }
-        subscribers.sort_by(|&a, &b| input.range_order(a, b));
-        for (member, partitions) in range_topic(&input, *topic_id, count, &subscribers) {
-            if !partitions.is_empty() {
-                assignments[member].insert(*topic_id, partitions);
+        let quota_min = count as usize / subscribers.len();
+        let extra = count as usize % subscribers.len();
+        let mut next = 0i32;
+        for (position, member) in subscribers.into_iter().enumerate() {
+            let quota = (quota_min + usize::from(position < extra)) as i32;
+            if quota > 0 {
+                assignments[member].insert(*topic_id, (next..next + quota).collect());
             }
+            next += quota;
         }
+        assert_eq!(next, count, "range assignor covers every partition of {topic_id}");
     }
     input.into_group_assignment(assignments)
-}
-
-/// One topic of the range assignor: `subscribers` in range order.
-fn range_topic(input: &Sanitised, topic_id: Uuid, count: i32, subscribers: &[usize]) -> Vec<(usize, BTreeSet<i32>)> {
-    let quota_min = count as usize / subscribers.len();
-    let mut extra_left = count as usize % subscribers.len();
-    let mut taken: BTreeSet<i32> = BTreeSet::new();
-    // (member, partitions, quota)
-    let mut kept: Vec<(usize, BTreeSet<i32>, usize)> = Vec::with_capacity(subscribers.len());
-    // First keep what each member already has, lowest partitions first (the
-    // same partition numbers of co-partitioned topics stay together): up to
-    // the minimum quota, or one more while extra slots remain.
-    for &member in subscribers {
-        let current: Vec<i32> = input.current[member]
-            .get(&topic_id)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|partition| !taken.contains(partition))
-            .collect();
-        let quota = if current.len() > quota_min && extra_left > 0 {
-            extra_left -= 1;
-            quota_min + 1
-        } else {
-            quota_min
-        };
-        let partitions: BTreeSet<i32> = current.into_iter().take(quota).collect();
-        taken.extend(&partitions);
-        kept.push((member, partitions, quota));
-    }
-    // Then hand out the rest in ascending ranges, in range order; the extra
-    // slots still free go to the first members that did not get one above.
-    let mut unassigned = (0..count).filter(|partition| !taken.contains(partition));
-    for (_, partitions, quota) in &mut kept {
-        if *quota == quota_min && extra_left > 0 {
-            *quota += 1;
-            extra_left -= 1;
-        }
-        let wanted = *quota - partitions.len();
-        partitions.extend(unassigned.by_ref().take(wanted));
-    }
-    assert!(unassigned.next().is_none(), "range assignor left partitions of {topic_id} unassigned");
-    kept.into_iter().map(|(member, partitions, _)| (member, partitions)).collect()
 }
 
 /// The assignors' input after sanitising, indexed by member position (the
@@ -239,8 +207,8 @@ impl<'a> Sanitised<'a> {
         self.subscriptions.windows(2).all(|pair| pair[0] == pair[1])
     }
 
-    /// Kafka's range order (its client-side MemberInfo ordering): members
-    /// with an instance id first, by instance id, then by member id.
+    /// Kafka's range order (`RangeAssignor.sortMemberIds`): members with an
+    /// instance id first, by instance id, then the others by member id.
     fn range_order(&self, a: usize, b: usize) -> Ordering {
         match (self.instance_ids[a], self.instance_ids[b]) {
             (Some(x), Some(y)) => x.cmp(y).then_with(|| self.member_ids[a].cmp(self.member_ids[b])),
@@ -538,18 +506,19 @@ mod tests {
     }
 
     #[test]
-    fn range_is_sticky_for_a_new_member() {
-        // Proves a member joining a range group takes partitions only from
-        // members above their new quota; the others keep theirs.
+    fn range_recomputes_ranges_when_a_member_joins() {
+        // Proves Kafka 4's range assignor is not sticky: a member joining
+        // gets its place in member order and the ranges are laid out anew,
+        // whatever the members had.
         let t = topic(1);
         let mut members: BTreeMap<String, AssignmentMember> = BTreeMap::new();
         members.insert("a".into(), member(&[t], &[(t, &[0, 1, 2])]));
-        members.insert("b".into(), member(&[t], &[(t, &[3, 4, 5])]));
-        members.insert("c".into(), member(&[t], &[]));
+        members.insert("c".into(), member(&[t], &[(t, &[3, 4, 5])]));
+        members.insert("b".into(), member(&[t], &[]));
         let assignment = range(&members, &BTreeMap::from([(t, 6)]));
         assert_eq!(partitions(&assignment, "a", t), vec![0, 1]);
-        assert_eq!(partitions(&assignment, "b", t), vec![3, 4]);
-        assert_eq!(partitions(&assignment, "c", t), vec![2, 5]);
+        assert_eq!(partitions(&assignment, "b", t), vec![2, 3]);
+        assert_eq!(partitions(&assignment, "c", t), vec![4, 5]);
     }
 
     #[test]
@@ -746,36 +715,21 @@ mod tests {
             prop_assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{:?}", sizes);
         }
 
-        /// Range: per topic, subscribers' counts differ by at most one, and a
-        /// group without current assignments gets the classic layout: the
-        /// i-th subscriber in range order holds one contiguous range.
+        /// Range: per topic, subscribers' counts differ by at most one and
+        /// the i-th subscriber in range order holds the i-th contiguous
+        /// range, whatever the current assignments were.
         #[test]
-        fn range_is_balanced_per_topic_and_contiguous_from_scratch((members, counts) in any_group(false)) {
-            let fresh: BTreeMap<String, AssignmentMember> = members
-                .iter()
-                .map(|(id, m)| (id.clone(), m.clone().with_current(&TopicPartitions::new())))
-                .collect();
-            for group in [&members, &fresh] {
-                let assignment = range(group, &counts);
-                for (topic_id, count) in &counts {
-                    let subscribers: Vec<&String> = group
-                        .iter()
-                        .filter(|(_, m)| m.subscribed_topic_ids.contains(topic_id))
-                        .map(|(id, _)| id)
-                        .collect();
-                    if subscribers.is_empty() { continue; }
-                    let per: Vec<usize> =
-                        subscribers.iter().map(|id| partitions(&assignment, id, *topic_id).len()).collect();
-                    prop_assert!(per.iter().max().unwrap() - per.iter().min().unwrap() <= 1, "{:?}", per);
-                    prop_assert_eq!(per.iter().sum::<usize>(), *count as usize);
-                }
-            }
-            let assignment = range(&fresh, &counts);
-            let input = Sanitised::new(&fresh, &counts);
+        fn range_lays_out_balanced_contiguous_ranges_in_member_order((members, counts) in any_group(false)) {
+            let assignment = range(&members, &counts);
+            let input = Sanitised::new(&members, &counts);
             for (topic_id, &count) in &input.partition_counts {
                 let mut order: Vec<usize> =
                     (0..input.member_ids.len()).filter(|&m| input.subscriptions[m].contains(topic_id)).collect();
                 order.sort_by(|&a, &b| input.range_order(a, b));
+                let sizes: Vec<usize> =
+                    order.iter().map(|&m| partitions(&assignment, input.member_ids[m], *topic_id).len()).collect();
+                prop_assert!(sizes.windows(2).all(|pair| pair[0] >= pair[1]), "{:?}", sizes);
+                prop_assert!(sizes.first().unwrap_or(&0) - sizes.last().unwrap_or(&0) <= 1, "{:?}", sizes);
                 let mut next = 0;
                 for m in order {
                     let got = partitions(&assignment, input.member_ids[m], *topic_id);
