@@ -2203,6 +2203,26 @@ mod tests {
     }
 
     #[test]
+    fn the_metadata_image_is_a_topics_view() {
+        // Proves the image answers by name and by id with the partition
+        // count, and lists its topic names for regexes.
+        use crate::metadata::{MetadataRecord, PartitionMeta};
+        let topic_id = Uuid::from_u128(7);
+        let partitions = (0..3).map(|partition| PartitionMeta { partition, shard: 0, leader_epoch: 0 }).collect();
+        let mut image = MetadataImage::default();
+        image.apply(&MetadataRecord::TopicCreated {
+            name: "orders".into(),
+            topic_id,
+            partitions,
+            configs: BTreeMap::new(),
+        });
+        let view: &dyn TopicsView = &image;
+        assert_eq!(view.topic_by_name("orders"), Some((topic_id, 3)));
+        assert_eq!(view.topic_by_id(&topic_id), Some(("orders".to_string(), 3)));
+        assert_eq!((view.topic_by_name("missing"), view.topic_names()), (None, vec!["orders".to_string()]));
+    }
+
+    #[test]
     fn config_names_parse_and_the_default_assignor_comes_first() {
         // Proves group.consumer.assignors parsing and Kafka's defaults.
         let config = ConsumerGroupConfig::default();
