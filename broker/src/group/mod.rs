@@ -8,6 +8,8 @@
 //!   sweeps, the hand-over of groups at start.
 //! - [`classic`]: one classic group's state machine (join, sync,
 //!   heartbeat, leave).
+//! - [`consumer`]: one consumer-protocol (KIP-848) group's state machine;
+//!   [`assignor`]: its server-side assignors, `uniform` and `range`.
 //! - [`admin`]: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
 //! - [`offsets`]: committed offsets; OffsetCommit/OffsetFetch on a
 //!   coordinator.
@@ -18,8 +20,10 @@
 //! - [`config`]: the `[groups]` settings.
 
 pub mod admin;
+pub mod assignor;
 pub mod classic;
 pub mod config;
+pub mod consumer;
 pub mod coordinator;
 pub mod log_v1;
 pub mod offsets;
