@@ -339,6 +339,11 @@ async fn publish(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> Result<(), Str
 pub async fn install(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> Result<(), String> {
     let old = shard.metadata();
     shard.set_metadata(image.clone());
+    let topic_ids = |image: &MetadataImage| image.topics.values().map(|topic| topic.topic_id).collect::<Vec<_>>();
+    if topic_ids(&old) != topic_ids(&image) {
+        // Topics came or went: regex subscriptions must be resolved again.
+        shard.groups.metadata_changed();
+    }
     let dynamic = DynamicDefaults::for_node(&image.broker_configs, shard.config.node_id);
     // Most changes (topics created, producer ids) leave every config alone:
     // only then is each open partition's effective config recomputed.

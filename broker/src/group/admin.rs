@@ -17,6 +17,9 @@ use crate::shard::Shard;
 
 /// Kafka's group type of classic groups, as ListGroups v5 reports it.
 pub const GROUP_TYPE_CLASSIC: &str = "classic";
+/// The first DescribeGroups version that answers GROUP_ID_NOT_FOUND for a
+/// group it cannot describe (KIP-1043).
+pub const DESCRIBE_GROUPS_NOT_FOUND_VERSION_MIN: i16 = 6;
 /// Kafka's state name of a group that does not exist.
 pub const STATE_DEAD: &str = "Dead";
 /// What DescribeGroups reports as authorized operations when asked: every
@@ -50,6 +53,18 @@ pub fn list(shard: &Shard, states: &[String], types: &[String]) -> Vec<ListedGro
             group_type: GROUP_TYPE_CLASSIC,
         })
         .collect();
+    let consumers = shard.groups.consumer_groups();
+    let consumer_groups = consumers
+        .values()
+        .map(|group| group.listed())
+        .filter(|group| admitted(states, group.group_state) && admitted(types, group.group_type))
+        .map(|group| ListedGroup {
+            group_id: group.group_id,
+            protocol_type: group.protocol_type.to_owned(),
+            state: group.group_state,
+            group_type: group.group_type,
+        });
+    listed.extend(consumer_groups);
     listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     listed
 }
@@ -68,6 +83,10 @@ pub struct DescribedMember {
 /// One group as DescribeGroups reports it; `None` when it does not exist.
 #[derive(Clone, Debug, Default)]
 pub struct DescribedGroup {
+    /// Set for a group DescribeGroups cannot describe (a consumer-protocol
+    /// group, from v6).
+    pub error_code: i16,
+    pub error_message: Option<String>,
     pub state: String,
     pub protocol_type: String,
     /// The group's protocol (assignor) while Stable, else "".
@@ -75,10 +94,18 @@ pub struct DescribedGroup {
     pub members: Vec<DescribedMember>,
 }
 
-/// Describes `group_id`. As in Kafka, members carry their metadata and
-/// assignment only while the group is Stable (during a rebalance they are
-/// being replaced).
-pub fn describe(shard: &Shard, group_id: &str) -> Option<DescribedGroup> {
+/// Describes `group_id` for DescribeGroups at `version`. As in Kafka,
+/// members carry their metadata and assignment only while the group is
+/// Stable (during a rebalance they are being replaced), and a
+/// consumer-protocol group is not described there: it is Dead, with
+/// GROUP_ID_NOT_FOUND from v6 (clients use ConsumerGroupDescribe).
+pub fn describe(shard: &Shard, group_id: &str, version: i16) -> Option<DescribedGroup> {
+    if let Some(group) = shard.groups.consumer_groups().get(group_id) {
+        let classic = group.classic_describe(version);
+        let error_message = (classic.error_code != 0).then(|| format!("Group {group_id} is not a classic group."));
+        let (error_code, state) = (classic.error_code, classic.group_state.to_owned());
+        return Some(DescribedGroup { error_code, error_message, state, ..Default::default() });
+    }
     let groups = shard.groups.classic_groups();
     let group = groups.get(group_id)?;
     let stable = group.state == GroupState::Stable;
@@ -96,6 +123,8 @@ pub fn describe(shard: &Shard, group_id: &str) -> Option<DescribedGroup> {
         })
         .collect();
     Some(DescribedGroup {
+        error_code: 0,
+        error_message: None,
         state: group.state.name().to_owned(),
         protocol_type: group.protocol_type.clone().unwrap_or_default(),
         protocol_data: if stable { protocol } else { String::new() },
@@ -108,6 +137,16 @@ pub fn describe(shard: &Shard, group_id: &str) -> Option<DescribedGroup> {
 /// The group is gone at once; the answer comes once its tombstone is
 /// durable, and only then are its offsets dropped.
 pub async fn delete_group(shard: &Rc<Shard>, group_id: &str) -> Step<i16> {
+    if let Some(deletable) = shard.groups.with_consumer(group_id, |group| group.delete()) {
+        if let Err(code) = deletable {
+            return Step::Now(code.code());
+        }
+        shard.groups.remove_consumer(group_id);
+        return match append_durably(shard, vec![GroupRecord::GroupDeleted { group: group_id.to_owned() }]).await {
+            Ok(answer) => Step::Wait(answer),
+            Err(code) => Step::Now(code),
+        };
+    }
     let checked = shard.groups.with_classic(group_id, false, |group| {
         if group.state == GroupState::Empty {
             Ok(())
@@ -141,11 +180,10 @@ pub async fn delete_offsets(
     group_id: &str,
     topics: Vec<(String, Vec<i32>)>,
 ) -> Step<Result<DeletedOffsets, i16>> {
-    let subscribed = shard.groups.with_classic(group_id, false, subscribed_topics);
-    let subscribed = match subscribed {
-        None => return Step::Now(Err(ErrorCode::GroupIdNotFound.code())),
-        Some(Err(code)) => return Step::Now(Err(code.code())),
-        Some(Ok(subscribed)) => subscribed,
+    let requested: Vec<String> = topics.iter().map(|(topic, _)| topic.clone()).collect();
+    let subscribed = match subscribed_among(shard, group_id, &requested) {
+        Ok(subscribed) => subscribed,
+        Err(code) => return Step::Now(Err(code.code())),
     };
     let image = shard.metadata();
     let mut records = Vec::new();
@@ -161,7 +199,7 @@ pub async fn delete_offsets(
                     .map(|partition| {
                         let code = if !meta.is_some_and(|m| m.partitions.iter().any(|p| p.partition == partition)) {
                             ErrorCode::UnknownTopicOrPartition.code()
-                        } else if subscribed.as_ref().is_none_or(|topics| topics.contains(&topic)) {
+                        } else if subscribed.contains(&topic) {
                             ErrorCode::GroupSubscribedToTopic.code()
                         } else {
                             if offsets.is_some_and(|o| o.contains_key(&(topic.clone(), partition))) {
@@ -198,7 +236,21 @@ pub async fn delete_offsets(
     }
 }
 
-/// The topics a group with members is subscribed to: `Ok(Some(topics))`
+/// Which of `topics` the group is actively subscribed to (see
+/// [`delete_offsets`]); GROUP_ID_NOT_FOUND for an unknown group.
+fn subscribed_among(shard: &Shard, group_id: &str, topics: &[String]) -> Result<Vec<String>, ErrorCode> {
+    if let Some(group) = shard.groups.consumer_groups().get(group_id) {
+        return Ok(topics.iter().filter(|topic| group.is_subscribed_to_topic(topic)).cloned().collect());
+    }
+    let subscribed =
+        shard.groups.with_classic(group_id, false, subscribed_topics).ok_or(ErrorCode::GroupIdNotFound)??;
+    Ok(match subscribed {
+        Some(subscribed) => topics.iter().filter(|topic| subscribed.contains(topic)).cloned().collect(),
+        None => topics.to_vec(),
+    })
+}
+
+/// The topics a classic group with members is subscribed to: `Ok(Some(topics))`
 /// when it speaks the consumer protocol and its members' metadata says,
 /// `Ok(None)` when that metadata cannot be read (then every topic counts as
 /// subscribed), an empty set for an empty group; NON_EMPTY_GROUP for a

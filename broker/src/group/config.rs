@@ -136,6 +136,18 @@ impl GroupConfig {
         Ok(())
     }
 
+    /// What consumer-protocol groups need of these settings.
+    pub fn consumer_group_config(&self) -> super::consumer::ConsumerGroupConfig {
+        let assignors = super::consumer::ConsumerGroupConfig::parse_assignors(&self.consumer_assignors.join(","))
+            .expect("assignor names are checked when they are set");
+        super::consumer::ConsumerGroupConfig {
+            session_timeout_ms: self.consumer_session_timeout_ms,
+            heartbeat_interval_ms: self.consumer_heartbeat_interval_ms,
+            max_size: self.consumer_group_size_max.min(u32::MAX as usize) as u32,
+            assignors,
+        }
+    }
+
     /// The checks that need several keys: each minimum within its maximum,
     /// each default within its bounds, heartbeats shorter than sessions.
     pub fn validate(&self) -> Result<(), String> {

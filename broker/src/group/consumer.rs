@@ -567,6 +567,13 @@ impl ConsumerGroup {
         sessions.chain(revocations).min()
     }
 
+    /// Whether a member subscribes to `topic`, by name or through a regular
+    /// expression matching an existing topic (OffsetDelete refuses to delete
+    /// such a topic's offsets: GROUP_SUBSCRIBED_TO_TOPIC).
+    pub fn is_subscribed_to_topic(&self, topic: &str) -> bool {
+        self.subscribed_names.contains_key(topic) || self.subscription_metadata.contains_key(topic)
+    }
+
     /// Makes the next heartbeat resolve the regular expressions again: the
     /// coordinator calls it when topics were created or deleted.
     pub fn request_metadata_refresh(&mut self) {

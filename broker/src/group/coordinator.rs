@@ -28,6 +28,7 @@ use protocol::ErrorCode;
 
 use super::classic::ClassicGroup;
 use super::config::GroupConfig;
+use super::consumer::{self, ConsumerGroup, ConsumerGroupConfig, HeartbeatError, HeartbeatRequest, HeartbeatResponse};
 use super::log_v1;
 use super::offsets::OffsetStore;
 use super::records::{self, GroupRecord, OffsetCommitRecord};
@@ -44,7 +45,12 @@ pub const OFFSETS_DIR: &str = "__consumer_offsets";
 
 pub struct GroupCoordinator {
     pub config: GroupConfig,
+    /// What consumer-protocol groups need of `config`.
+    pub consumer_config: ConsumerGroupConfig,
+    /// A group id names a classic group or a consumer-protocol group, never
+    /// both at once.
     classic: RefCell<HashMap<String, ClassicGroup>>,
+    consumer: RefCell<HashMap<String, ConsumerGroup>>,
     offsets: RefCell<OffsetStore>,
     log: RefCell<Option<Rc<InternalLog>>>,
     /// Groups whose membership record must be written.
@@ -91,8 +97,10 @@ fn orphan_dirs(data_dir: &std::path::Path, shard: usize, shards: usize) -> Vec<s
 impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> GroupCoordinator {
         GroupCoordinator {
+            consumer_config: config.consumer_group_config(),
             config,
             classic: RefCell::new(HashMap::new()),
+            consumer: RefCell::new(HashMap::new()),
             offsets: RefCell::new(OffsetStore::default()),
             log: RefCell::new(None),
             dirty: RefCell::new(BTreeSet::new()),
@@ -111,7 +119,7 @@ impl GroupCoordinator {
         let dir = internal_log::log_dir(&shard.config.data_dir, OFFSETS_DIR, shard.id);
         let (log, state, legacy) = shard.groups.open_log(shard, &dir).await?;
         let mut by_owner = state.by_owner(shard.count);
-        shard.groups.install(by_owner.remove(&shard.id).unwrap_or_default());
+        shard.groups.install(by_owner.remove(&shard.id).unwrap_or_default())?;
         *shard.groups.log.borrow_mut() = Some(Rc::new(log));
         shard.groups.loaded.set();
         glommio::spawn_local(write_dirty_groups(shard.clone())).detach();
@@ -164,10 +172,13 @@ impl GroupCoordinator {
         Ok((log, state, migrated))
     }
 
-    /// Installs the groups this shard coordinates from their records.
-    fn install(&self, records: Vec<GroupRecord>) {
+    /// Installs the groups this shard coordinates from their records. A
+    /// consumer group whose record breaks an invariant no group could have
+    /// had is damage: the start fails, naming it.
+    fn install(&self, records: Vec<GroupRecord>) -> Result<(), String> {
         let now = Instant::now();
         let mut groups = self.classic.borrow_mut();
+        let mut consumers = self.consumer.borrow_mut();
         let mut store = self.offsets.borrow_mut();
         for record in records {
             let group_id = record.group().to_owned();
@@ -175,17 +186,24 @@ impl GroupCoordinator {
                 GroupRecord::ClassicGroup(group) => {
                     groups.insert(group_id, ClassicGroup::restore(group, now));
                 }
+                GroupRecord::ConsumerGroup(snapshot) => {
+                    let group = ConsumerGroup::restore(snapshot, now).map_err(|err| format!("group log: {err}"))?;
+                    consumers.insert(group_id, group);
+                }
                 record => {
                     store.apply(&record);
                     // A group known only by its offsets (simple commits):
                     // an empty classic group, as Kafka loads it.
-                    groups.entry(group_id.clone()).or_insert_with(|| ClassicGroup::new(group_id));
+                    if !consumers.contains_key(&group_id) {
+                        groups.entry(group_id.clone()).or_insert_with(|| ClassicGroup::new(group_id));
+                    }
                 }
             }
         }
-        if !groups.is_empty() {
-            tracing::info!(groups = groups.len(), "loaded consumer groups");
+        if !groups.is_empty() || !consumers.is_empty() {
+            tracing::info!(classic = groups.len(), consumer = consumers.len(), "loaded groups");
         }
+        Ok(())
     }
 
     /// Takes over groups handed from another shard's log at start: each
@@ -201,9 +219,7 @@ impl GroupCoordinator {
         let (done, durable) = oneshot::channel();
         let owner = shard.clone();
         let on_durable: OnDurable = Box::new(move |outcome| {
-            if outcome.is_ok() {
-                owner.groups.install(wanted);
-            }
+            let outcome = outcome.and_then(|()| owner.groups.install(wanted));
             let _ = done.send(outcome);
         });
         shard.groups.append(payload, on_durable).await.map_err(|err| err.to_string())?;
@@ -219,7 +235,7 @@ impl GroupCoordinator {
                 let known = store.group(&commit.group).and_then(|o| o.get(&(commit.topic.clone(), commit.partition)));
                 known.is_none_or(|known| known.commit_timestamp_ms < commit.commit_timestamp_ms)
             }
-            GroupRecord::ClassicGroup(group) => !self.classic.borrow().contains_key(&group.group),
+            GroupRecord::ClassicGroup(_) | GroupRecord::ConsumerGroup(_) => !self.exists(record.group()),
             _ => false,
         }
     }
@@ -252,17 +268,27 @@ impl GroupCoordinator {
         self.offsets.borrow()
     }
 
+    /// Whether a group of either protocol has this id.
+    pub fn exists(&self, group_id: &str) -> bool {
+        self.classic.borrow().contains_key(group_id) || self.consumer.borrow().contains_key(group_id)
+    }
+
     /// Kafka's rules for who may commit to `group_id`: a simple commit
-    /// (generation -1, no member id) to a group without members, which is
-    /// created for it if absent; otherwise a member of the group's current
-    /// generation.
+    /// (generation or member epoch -1, no member id) to a group without
+    /// members, which is created for it (classic) if absent; otherwise a
+    /// member of the group's current generation (classic) or with its
+    /// current member epoch (consumer protocol, OffsetCommit v9+).
     pub fn validate_commit(
         &self,
         group_id: &str,
         member_id: &str,
         generation_id: i32,
+        api_version: i16,
         now: Instant,
     ) -> Result<(), ErrorCode> {
+        if let Some(group) = self.consumer.borrow().get(group_id) {
+            return group.validate_offset_commit(member_id, generation_id, api_version, false);
+        }
         let create = generation_id < 0 && member_id.is_empty();
         self.with_classic(group_id, create, |group| group.validate_commit(member_id, generation_id, now))
             .unwrap_or(Err(ErrorCode::IllegalGeneration))
@@ -281,6 +307,104 @@ impl GroupCoordinator {
             self.mark_dirty(group_id);
         }
         Some(result)
+    }
+
+    /// OffsetFetch v9+ from a consumer-protocol member: its epoch must be
+    /// current. Fetches for classic groups, and without a member, need no
+    /// check.
+    pub fn validate_fetch(&self, group_id: &str, member_id: Option<&str>, member_epoch: i32) -> Result<(), ErrorCode> {
+        match self.consumer.borrow().get(group_id) {
+            Some(group) => group.validate_offset_fetch(member_id, member_epoch),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `group_id` free for a classic JoinGroup: a consumer-protocol
+    /// group of that id is removed if it has no members, and refuses the
+    /// join with INCONSISTENT_GROUP_PROTOCOL while it has (Stele converts
+    /// no live group between protocols).
+    pub fn claim_for_classic(&self, group_id: &str) -> Result<(), ErrorCode> {
+        let mut consumers = self.consumer.borrow_mut();
+        match consumers.get(group_id) {
+            Some(group) if !group.is_empty() => Err(ErrorCode::InconsistentGroupProtocol),
+            Some(_) => {
+                consumers.remove(group_id);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// ConsumerGroupHeartbeat on this coordinator. A group is created only
+    /// by a joining member (epoch 0; GROUP_ID_NOT_FOUND otherwise) and may
+    /// take the id of an empty classic group; a classic group with members
+    /// keeps it (GROUP_ID_NOT_FOUND, as Kafka answers without the online
+    /// upgrade).
+    pub fn consumer_heartbeat(
+        &self,
+        image: &crate::metadata::MetadataImage,
+        request: HeartbeatRequest,
+        group_id: &str,
+    ) -> Result<HeartbeatResponse, HeartbeatError> {
+        consumer::validate_request(group_id, &request, &self.consumer_config)?;
+        let created = !self.consumer.borrow().contains_key(group_id);
+        if created {
+            let not_found = |message: String| HeartbeatError { code: ErrorCode::GroupIdNotFound, message };
+            if request.member_epoch != consumer::JOIN_GROUP_MEMBER_EPOCH {
+                return Err(not_found(format!("Group {group_id} not found.")));
+            }
+            let mut classic = self.classic.borrow_mut();
+            match classic.get(group_id) {
+                Some(group) if group.state != super::classic::GroupState::Empty => {
+                    return Err(not_found(format!("Group {group_id} is not a consumer group.")));
+                }
+                Some(_) => {
+                    classic.remove(group_id);
+                }
+                None => {}
+            }
+            self.consumer.borrow_mut().insert(group_id.to_owned(), ConsumerGroup::new(group_id.to_owned()));
+        }
+        let new_member_id = || uuid::Uuid::new_v4().to_string();
+        let config = &self.consumer_config;
+        let result = self
+            .with_consumer(group_id, |group| group.heartbeat(&request, image, config, Instant::now(), new_member_id))
+            .expect("the group exists");
+        if result.is_err() && created {
+            self.consumer.borrow_mut().remove(group_id);
+        }
+        result
+    }
+
+    /// Runs `f` on the consumer-protocol group; afterwards writes the
+    /// group's record if `f` changed what it persists.
+    pub fn with_consumer<R>(&self, group_id: &str, f: impl FnOnce(&mut ConsumerGroup) -> R) -> Option<R> {
+        let mut groups = self.consumer.borrow_mut();
+        let group = groups.get_mut(group_id)?;
+        let before = group.change_count();
+        let result = f(group);
+        if group.change_count() != before {
+            self.mark_dirty(group_id);
+        }
+        Some(result)
+    }
+
+    /// The consumer-protocol groups, for reading.
+    pub fn consumer_groups(&self) -> std::cell::Ref<'_, HashMap<String, ConsumerGroup>> {
+        self.consumer.borrow()
+    }
+
+    /// Removes a consumer-protocol group from memory (it is being deleted).
+    pub fn remove_consumer(&self, group_id: &str) -> Option<ConsumerGroup> {
+        self.consumer.borrow_mut().remove(group_id)
+    }
+
+    /// The topics changed (created, deleted): consumer groups resolve their
+    /// regular expressions again at their next heartbeat.
+    pub fn metadata_changed(&self) {
+        for group in self.consumer.borrow_mut().values_mut() {
+            group.request_metadata_refresh();
+        }
     }
 
     /// The classic groups, for reading (listing, describing).
@@ -306,29 +430,31 @@ impl GroupCoordinator {
     /// at their place in the log.
     fn encode_dirty(&self) -> Vec<u8> {
         let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
-        let groups = self.classic.borrow();
-        let records: Vec<GroupRecord> = dirty
-            .iter()
-            .filter_map(|id| groups.get(id))
-            .map(|group| GroupRecord::ClassicGroup(group.record()))
-            .collect();
+        let records: Vec<GroupRecord> = dirty.iter().filter_map(|id| self.membership_record(id)).collect();
         records::encode_batch(&records)
+    }
+
+    /// The record stating `group_id`'s membership, of whichever protocol.
+    fn membership_record(&self, group_id: &str) -> Option<GroupRecord> {
+        if let Some(group) = self.classic.borrow().get(group_id) {
+            return Some(GroupRecord::ClassicGroup(group.record()));
+        }
+        self.consumer.borrow().get(group_id).map(|group| GroupRecord::ConsumerGroup(group.snapshot()))
     }
 
     /// Every live group and offset as records, cut into payloads of about
     /// [`SNAPSHOT_PAYLOAD_BYTES_MAX`]: the state compaction writes.
     pub fn snapshot(&self) -> Vec<Vec<u8>> {
-        let groups = self.classic.borrow();
         let store = self.offsets.borrow();
-        let mut ids: BTreeSet<&String> = groups.keys().collect();
-        ids.extend(store.group_ids());
+        let mut ids: BTreeSet<String> = self.classic.borrow().keys().cloned().collect();
+        ids.extend(self.consumer.borrow().keys().cloned());
+        ids.extend(store.group_ids().cloned());
         let mut payloads = Vec::new();
         let mut pending = Vec::new();
         let mut pending_bytes = 0usize;
         for id in ids {
-            let mut records: Vec<GroupRecord> =
-                groups.get(id.as_str()).map(|group| GroupRecord::ClassicGroup(group.record())).into_iter().collect();
-            records.extend(store.records_of(id));
+            let mut records: Vec<GroupRecord> = self.membership_record(&id).into_iter().collect();
+            records.extend(store.records_of(&id));
             for record in records {
                 pending_bytes += estimated_bytes(&record);
                 pending.push(record);
@@ -406,6 +532,13 @@ impl GroupCoordinator {
 
     fn expire_sessions(shard: &Rc<Shard>) {
         let now = Instant::now();
+        let consumer_ids: Vec<String> = shard.groups.consumer.borrow().keys().cloned().collect();
+        for id in consumer_ids {
+            let expired = shard.groups.with_consumer(&id, |group| group.expire(now)).unwrap_or_default();
+            if !expired.is_empty() {
+                tracing::info!(shard = shard.id, group = %id, members = ?expired, "consumer group session or rebalance timeout: members removed");
+            }
+        }
         let ids: Vec<String> = shard.groups.classic.borrow().keys().cloned().collect();
         for id in ids {
             let expired = shard.groups.with_classic(&id, false, |group| group.expire(now)).unwrap_or_default();
@@ -463,6 +596,16 @@ fn estimated_bytes(record: &GroupRecord) -> usize {
                 .sum();
             64 + group.group.len() + members
         }
+        GroupRecord::ConsumerGroup(group) => {
+            let partitions = |member: &consumer::ConsumerMemberSnapshot| {
+                [&member.assigned_partitions, &member.partitions_pending_revocation, &member.target_partitions]
+                    .iter()
+                    .map(|topics| topics.values().map(|set| 20 + 4 * set.len()).sum::<usize>())
+                    .sum::<usize>()
+            };
+            let members: usize = group.members.iter().map(|m| 128 + m.member_id.len() + partitions(m)).sum();
+            64 + group.group_id.len() + 40 * group.subscription_metadata.len() + members
+        }
         _ => 64,
     }
 }
@@ -483,19 +626,22 @@ fn legacy_commit(record: log_v1::OffsetRecord) -> OffsetCommitRecord {
 #[derive(Default)]
 struct Replayed {
     classic: HashMap<String, super::records::ClassicGroupRecord>,
+    consumer: HashMap<String, consumer::ConsumerGroupSnapshot>,
     offsets: OffsetStore,
 }
 
 impl Replayed {
     /// Every group's records (membership, then offsets), by owner.
     fn by_owner(self, shards: usize) -> ByOwner {
-        let Replayed { mut classic, offsets } = self;
+        let Replayed { mut classic, mut consumer, offsets } = self;
         let mut ids: BTreeSet<String> = classic.keys().cloned().collect();
+        ids.extend(consumer.keys().cloned());
         ids.extend(offsets.group_ids().cloned());
         let mut by_owner = ByOwner::new();
         for id in ids {
             let records = by_owner.entry(super::coordinator_shard(&id, shards)).or_default();
             records.extend(classic.remove(&id).map(GroupRecord::ClassicGroup));
+            records.extend(consumer.remove(&id).map(GroupRecord::ConsumerGroup));
             records.extend(offsets.records_of(&id));
         }
         by_owner
@@ -503,15 +649,21 @@ impl Replayed {
 
     fn apply(&mut self, record: GroupRecord) {
         match record {
+            // A group id names one group at a time: the latest record of
+            // either protocol replaces the other's.
             GroupRecord::ClassicGroup(group) => {
+                self.consumer.remove(&group.group);
                 self.classic.insert(group.group.clone(), group);
+            }
+            GroupRecord::ConsumerGroup(group) => {
+                self.classic.remove(&group.group_id);
+                self.consumer.insert(group.group_id.clone(), group);
             }
             GroupRecord::GroupDeleted { group } => {
                 self.classic.remove(&group);
+                self.consumer.remove(&group);
                 self.offsets.apply(&GroupRecord::GroupDeleted { group });
             }
-            // Consumer-protocol groups are not restored yet.
-            GroupRecord::ConsumerGroup(_) => {}
             offsets => self.offsets.apply(&offsets),
         }
     }

@@ -126,12 +126,13 @@ pub async fn commit(
     group_id: &str,
     member_id: &str,
     generation_id: i32,
+    api_version: i16,
     partitions: Vec<CommitPartition>,
 ) -> Step<Vec<i16>> {
     if group_id.is_empty() || group_id.len() > NAME_BYTES_MAX {
         return Step::Now(vec![ErrorCode::InvalidGroupId.code(); partitions.len()]);
     }
-    if let Err(code) = shard.groups.validate_commit(group_id, member_id, generation_id, Instant::now()) {
+    if let Err(code) = shard.groups.validate_commit(group_id, member_id, generation_id, api_version, Instant::now()) {
         return Step::Now(vec![code.code(); partitions.len()]);
     }
     let (codes, records) = checked_records(shard, group_id, partitions);

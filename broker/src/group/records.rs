@@ -11,6 +11,8 @@ use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, TableFinishedWIPOffset, Vector, WIPOffset};
 use uuid::Uuid;
 
+use super::assignor::TopicPartitions;
+use super::consumer::{ConsumerGroupSnapshot, ConsumerMemberSnapshot, MemberState};
 use super::schema::{self, record_type, RecordRef};
 
 /// One change to a shard's group state.
@@ -22,8 +24,9 @@ pub enum GroupRecord {
     OffsetDeleted { group: String, topic: String, partition: i32 },
     /// A classic group's membership as of its latest rebalance (or Empty).
     ClassicGroup(ClassicGroupRecord),
-    /// A consumer-protocol (KIP-848) group's epochs and members.
-    ConsumerGroup(ConsumerGroupRecord),
+    /// A consumer-protocol (KIP-848) group's epochs, subscriptions and
+    /// members with their assignments.
+    ConsumerGroup(ConsumerGroupSnapshot),
     /// The group and every offset it committed removed (DeleteGroups).
     GroupDeleted { group: String },
 }
@@ -35,7 +38,7 @@ impl GroupRecord {
             GroupRecord::OffsetCommit(record) => &record.group,
             GroupRecord::OffsetDeleted { group, .. } | GroupRecord::GroupDeleted { group } => group,
             GroupRecord::ClassicGroup(record) => &record.group,
-            GroupRecord::ConsumerGroup(record) => &record.group,
+            GroupRecord::ConsumerGroup(snapshot) => &snapshot.group_id,
         }
     }
 }
@@ -77,37 +80,6 @@ pub struct ClassicMemberRecord {
     /// The member's metadata for the group's protocol.
     pub subscription: Bytes,
     pub assignment: Bytes,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConsumerGroupRecord {
-    pub group: String,
-    pub group_epoch: i32,
-    pub assignment_epoch: i32,
-    pub state_timestamp_ms: i64,
-    pub members: Vec<ConsumerMemberRecord>,
-}
-
-/// Partitions of one topic, by topic id.
-pub type TopicAssignment = (Uuid, Vec<i32>);
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConsumerMemberRecord {
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub rack_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub subscribed_topic_names: Vec<String>,
-    pub subscribed_topic_regex: Option<String>,
-    pub server_assignor: Option<String>,
-    pub rebalance_timeout_ms: i32,
-    pub member_epoch: i32,
-    pub previous_member_epoch: i32,
-    /// Kafka's MemberState as a number (consumer.rs owns the mapping).
-    pub state: u8,
-    pub assigned: Vec<TopicAssignment>,
-    pub pending_revocation: Vec<TopicAssignment>,
 }
 
 /// Encodes `records` as one `RecordBatch` flatbuffer.
@@ -229,16 +201,17 @@ fn encode_classic(builder: &mut FlatBufferBuilder, group: &ClassicGroupRecord) -
     builder.end_table(table)
 }
 
-fn encode_topic_partitions<'b>(builder: &mut FlatBufferBuilder<'b>, topics: &[TopicAssignment]) -> TableVector<'b> {
-    use schema::TopicPartitions;
+fn encode_topic_partitions<'b>(builder: &mut FlatBufferBuilder<'b>, topics: &TopicPartitions) -> TableVector<'b> {
+    use schema::TopicPartitions as T;
     let entries: Vec<Table> = topics
         .iter()
         .map(|(topic_id, partitions)| {
             let topic_id = builder.create_vector(topic_id.as_bytes());
-            let partitions = builder.create_vector(partitions);
+            let partitions: Vec<i32> = partitions.iter().copied().collect();
+            let partitions = builder.create_vector(&partitions);
             let table = builder.start_table();
-            builder.push_slot_always(TopicPartitions::VT_TOPIC_ID, topic_id);
-            builder.push_slot_always(TopicPartitions::VT_PARTITIONS, partitions);
+            builder.push_slot_always(T::VT_TOPIC_ID, topic_id);
+            builder.push_slot_always(T::VT_PARTITIONS, partitions);
             builder.end_table(table)
         })
         .collect();
@@ -249,7 +222,7 @@ fn optional<'b>(builder: &mut FlatBufferBuilder<'b>, value: &Option<String>) -> 
     value.as_deref().map(|value| builder.create_string(value))
 }
 
-fn encode_consumer_member(builder: &mut FlatBufferBuilder, member: &ConsumerMemberRecord) -> Table {
+fn encode_consumer_member(builder: &mut FlatBufferBuilder, member: &ConsumerMemberSnapshot) -> Table {
     use schema::ConsumerMember as M;
     let member_id = builder.create_string(&member.member_id);
     let instance_id = optional(builder, &member.instance_id);
@@ -260,8 +233,9 @@ fn encode_consumer_member(builder: &mut FlatBufferBuilder, member: &ConsumerMemb
     let names = builder.create_vector(&names);
     let regex = optional(builder, &member.subscribed_topic_regex);
     let assignor = optional(builder, &member.server_assignor);
-    let assigned = encode_topic_partitions(builder, &member.assigned);
-    let pending = encode_topic_partitions(builder, &member.pending_revocation);
+    let assigned = encode_topic_partitions(builder, &member.assigned_partitions);
+    let pending = encode_topic_partitions(builder, &member.partitions_pending_revocation);
+    let target = encode_topic_partitions(builder, &member.target_partitions);
     let table = builder.start_table();
     builder.push_slot_always(M::VT_MEMBER_ID, member_id);
     for (slot, value) in [(M::VT_INSTANCE_ID, instance_id), (M::VT_RACK_ID, rack_id)] {
@@ -278,24 +252,40 @@ fn encode_consumer_member(builder: &mut FlatBufferBuilder, member: &ConsumerMemb
         }
     }
     builder.push_slot_always::<i32>(M::VT_REBALANCE_TIMEOUT_MS, member.rebalance_timeout_ms);
+    builder.push_slot_always::<i32>(M::VT_SESSION_TIMEOUT_MS, member.session_timeout_ms);
     builder.push_slot_always::<i32>(M::VT_MEMBER_EPOCH, member.member_epoch);
     builder.push_slot_always::<i32>(M::VT_PREVIOUS_MEMBER_EPOCH, member.previous_member_epoch);
-    builder.push_slot_always::<u8>(M::VT_STATE, member.state);
+    builder.push_slot_always::<u8>(M::VT_STATE, member.state.value());
     builder.push_slot_always(M::VT_ASSIGNED, assigned);
     builder.push_slot_always(M::VT_PENDING_REVOCATION, pending);
+    builder.push_slot_always(M::VT_TARGET, target);
     builder.end_table(table)
 }
 
-fn encode_consumer(builder: &mut FlatBufferBuilder, group: &ConsumerGroupRecord) -> Table {
-    use schema::ConsumerGroup;
+fn encode_consumer(builder: &mut FlatBufferBuilder, group: &ConsumerGroupSnapshot) -> Table {
+    use schema::{ConsumerGroup, TopicMetadata};
     let members: Vec<Table> = group.members.iter().map(|member| encode_consumer_member(builder, member)).collect();
     let members = builder.create_vector(&members);
-    let name = builder.create_string(&group.group);
+    let topics: Vec<Table> = group
+        .subscription_metadata
+        .iter()
+        .map(|(name, (topic_id, partitions))| {
+            let name = builder.create_string(name);
+            let topic_id = builder.create_vector(topic_id.as_bytes());
+            let table = builder.start_table();
+            builder.push_slot_always(TopicMetadata::VT_NAME, name);
+            builder.push_slot_always(TopicMetadata::VT_TOPIC_ID, topic_id);
+            builder.push_slot_always::<i32>(TopicMetadata::VT_PARTITIONS, *partitions);
+            builder.end_table(table)
+        })
+        .collect();
+    let topics = builder.create_vector(&topics);
+    let name = builder.create_string(&group.group_id);
     let table = builder.start_table();
     builder.push_slot_always(ConsumerGroup::VT_GROUP, name);
     builder.push_slot_always::<i32>(ConsumerGroup::VT_GROUP_EPOCH, group.group_epoch);
     builder.push_slot_always::<i32>(ConsumerGroup::VT_ASSIGNMENT_EPOCH, group.assignment_epoch);
-    builder.push_slot_always::<i64>(ConsumerGroup::VT_STATE_TIMESTAMP_MS, group.state_timestamp_ms);
+    builder.push_slot_always(ConsumerGroup::VT_SUBSCRIPTION_METADATA, topics);
     builder.push_slot_always(ConsumerGroup::VT_MEMBERS, members);
     builder.end_table(table)
 }
@@ -361,50 +351,60 @@ fn decode_classic(t: schema::ClassicGroup<'_>) -> Result<ClassicGroupRecord, Str
     })
 }
 
-fn decode_topic_partitions(
-    topics: Option<Vector<'_, ForwardsUOffset<schema::TopicPartitions<'_>>>>,
-) -> Result<Vec<TopicAssignment>, String> {
-    topics
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            let id = required(t.topic_id(), "TopicPartitions.topic_id")?;
-            let id =
-                Uuid::from_slice(id.bytes()).map_err(|_| format!("topic id of {} bytes, expected 16", id.len()))?;
-            Ok((id, t.partitions().into_iter().flatten().collect()))
-        })
-        .collect()
+fn decode_uuid(bytes: Option<Vector<'_, u8>>, what: &str) -> Result<Uuid, String> {
+    let bytes = required(bytes, what)?;
+    Uuid::from_slice(bytes.bytes()).map_err(|_| format!("{what} of {} bytes, expected 16", bytes.len()))
 }
 
-fn decode_consumer(t: schema::ConsumerGroup<'_>) -> Result<ConsumerGroupRecord, String> {
-    let members = t
-        .members()
+fn decode_topic_partitions(
+    topics: Option<Vector<'_, ForwardsUOffset<schema::TopicPartitions<'_>>>>,
+) -> Result<TopicPartitions, String> {
+    let mut decoded = TopicPartitions::new();
+    for topic in topics.into_iter().flatten() {
+        let topic_id = decode_uuid(topic.topic_id(), "TopicPartitions.topic_id")?;
+        decoded.entry(topic_id).or_default().extend(topic.partitions().into_iter().flatten());
+    }
+    Ok(decoded)
+}
+
+fn decode_consumer_member(m: schema::ConsumerMember<'_>) -> Result<ConsumerMemberSnapshot, String> {
+    Ok(ConsumerMemberSnapshot {
+        member_id: required(m.member_id(), "ConsumerMember.member_id")?.to_owned(),
+        instance_id: m.instance_id().map(str::to_owned),
+        rack_id: m.rack_id().map(str::to_owned),
+        client_id: m.client_id().unwrap_or_default().to_owned(),
+        client_host: m.client_host().unwrap_or_default().to_owned(),
+        subscribed_topic_names: m.subscribed_topic_names().into_iter().flatten().map(str::to_owned).collect(),
+        subscribed_topic_regex: m.subscribed_topic_regex().map(str::to_owned),
+        server_assignor: m.server_assignor().map(str::to_owned),
+        rebalance_timeout_ms: m.rebalance_timeout_ms().unwrap_or(0),
+        session_timeout_ms: required(m.session_timeout_ms(), "ConsumerMember.session_timeout_ms")?,
+        member_epoch: required(m.member_epoch(), "ConsumerMember.member_epoch")?,
+        previous_member_epoch: m.previous_member_epoch().unwrap_or(0),
+        state: MemberState::from_value(m.state().unwrap_or(0)),
+        assigned_partitions: decode_topic_partitions(m.assigned())?,
+        partitions_pending_revocation: decode_topic_partitions(m.pending_revocation())?,
+        target_partitions: decode_topic_partitions(m.target())?,
+    })
+}
+
+fn decode_consumer(t: schema::ConsumerGroup<'_>) -> Result<ConsumerGroupSnapshot, String> {
+    let members = t.members().into_iter().flatten().map(decode_consumer_member).collect::<Result<_, String>>()?;
+    let subscription_metadata = t
+        .subscription_metadata()
         .into_iter()
         .flatten()
-        .map(|m| {
-            Ok(ConsumerMemberRecord {
-                member_id: required(m.member_id(), "ConsumerMember.member_id")?.to_owned(),
-                instance_id: m.instance_id().map(str::to_owned),
-                rack_id: m.rack_id().map(str::to_owned),
-                client_id: m.client_id().unwrap_or_default().to_owned(),
-                client_host: m.client_host().unwrap_or_default().to_owned(),
-                subscribed_topic_names: m.subscribed_topic_names().into_iter().flatten().map(str::to_owned).collect(),
-                subscribed_topic_regex: m.subscribed_topic_regex().map(str::to_owned),
-                server_assignor: m.server_assignor().map(str::to_owned),
-                rebalance_timeout_ms: m.rebalance_timeout_ms().unwrap_or(0),
-                member_epoch: required(m.member_epoch(), "ConsumerMember.member_epoch")?,
-                previous_member_epoch: m.previous_member_epoch().unwrap_or(0),
-                state: m.state().unwrap_or(0),
-                assigned: decode_topic_partitions(m.assigned())?,
-                pending_revocation: decode_topic_partitions(m.pending_revocation())?,
-            })
+        .map(|topic| {
+            let name = required(topic.name(), "TopicMetadata.name")?.to_owned();
+            let topic_id = decode_uuid(topic.topic_id(), "TopicMetadata.topic_id")?;
+            Ok((name, (topic_id, topic.partitions().unwrap_or(0))))
         })
         .collect::<Result<_, String>>()?;
-    Ok(ConsumerGroupRecord {
-        group: required(t.group(), "ConsumerGroup.group")?.to_owned(),
+    Ok(ConsumerGroupSnapshot {
+        group_id: required(t.group(), "ConsumerGroup.group")?.to_owned(),
         group_epoch: required(t.group_epoch(), "ConsumerGroup.group_epoch")?,
         assignment_epoch: t.assignment_epoch().unwrap_or(0),
-        state_timestamp_ms: t.state_timestamp_ms().unwrap_or(0),
+        subscription_metadata,
         members,
     })
 }
@@ -454,12 +454,12 @@ mod tests {
                 }],
             }),
             GroupRecord::ClassicGroup(ClassicGroupRecord { group: "empty".into(), ..Default::default() }),
-            GroupRecord::ConsumerGroup(ConsumerGroupRecord {
-                group: "c".into(),
+            GroupRecord::ConsumerGroup(ConsumerGroupSnapshot {
+                group_id: "c".into(),
                 group_epoch: 9,
                 assignment_epoch: 8,
-                state_timestamp_ms: 3,
-                members: vec![ConsumerMemberRecord {
+                subscription_metadata: [("a".to_string(), (topic_id, 3))].into(),
+                members: vec![ConsumerMemberSnapshot {
                     member_id: "x".into(),
                     instance_id: None,
                     rack_id: Some("rack".into()),
@@ -469,11 +469,13 @@ mod tests {
                     subscribed_topic_regex: Some("^a.*".into()),
                     server_assignor: Some("uniform".into()),
                     rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 45_000,
                     member_epoch: 8,
                     previous_member_epoch: 7,
-                    state: 1,
-                    assigned: vec![(topic_id, vec![0, 2])],
-                    pending_revocation: vec![(topic_id, vec![1])],
+                    state: MemberState::UnrevokedPartitions,
+                    assigned_partitions: [(topic_id, [0, 2].into())].into(),
+                    partitions_pending_revocation: [(topic_id, [1].into())].into(),
+                    target_partitions: [(topic_id, [0].into())].into(),
                 }],
             }),
             GroupRecord::GroupDeleted { group: "g".into() },

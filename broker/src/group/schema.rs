@@ -58,6 +58,12 @@ table!(TopicPartitions {
     partitions / VT_PARTITIONS: Scalars<'a, i32> = 6,
 });
 
+table!(TopicMetadata {
+    name / VT_NAME: Str<'a> = 4,
+    topic_id / VT_TOPIC_ID: Bytes<'a> = 6,
+    partitions / VT_PARTITIONS: i32 = 8,
+});
+
 table!(ConsumerMember {
     member_id / VT_MEMBER_ID: Str<'a> = 4,
     instance_id / VT_INSTANCE_ID: Str<'a> = 6,
@@ -68,18 +74,20 @@ table!(ConsumerMember {
     subscribed_topic_regex / VT_SUBSCRIBED_TOPIC_REGEX: Str<'a> = 16,
     server_assignor / VT_SERVER_ASSIGNOR: Str<'a> = 18,
     rebalance_timeout_ms / VT_REBALANCE_TIMEOUT_MS: i32 = 20,
-    member_epoch / VT_MEMBER_EPOCH: i32 = 22,
-    previous_member_epoch / VT_PREVIOUS_MEMBER_EPOCH: i32 = 24,
-    state / VT_STATE: u8 = 26,
-    assigned / VT_ASSIGNED: Tables<'a, TopicPartitions<'a>> = 28,
-    pending_revocation / VT_PENDING_REVOCATION: Tables<'a, TopicPartitions<'a>> = 30,
+    session_timeout_ms / VT_SESSION_TIMEOUT_MS: i32 = 22,
+    member_epoch / VT_MEMBER_EPOCH: i32 = 24,
+    previous_member_epoch / VT_PREVIOUS_MEMBER_EPOCH: i32 = 26,
+    state / VT_STATE: u8 = 28,
+    assigned / VT_ASSIGNED: Tables<'a, TopicPartitions<'a>> = 30,
+    pending_revocation / VT_PENDING_REVOCATION: Tables<'a, TopicPartitions<'a>> = 32,
+    target / VT_TARGET: Tables<'a, TopicPartitions<'a>> = 34,
 });
 
 table!(ConsumerGroup {
     group / VT_GROUP: Str<'a> = 4,
     group_epoch / VT_GROUP_EPOCH: i32 = 6,
     assignment_epoch / VT_ASSIGNMENT_EPOCH: i32 = 8,
-    state_timestamp_ms / VT_STATE_TIMESTAMP_MS: i64 = 10,
+    subscription_metadata / VT_SUBSCRIPTION_METADATA: Tables<'a, TopicMetadata<'a>> = 10,
     members / VT_MEMBERS: Tables<'a, ConsumerMember<'a>> = 12,
 });
 

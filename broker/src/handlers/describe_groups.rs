@@ -1,6 +1,7 @@
-//! DescribeGroups (key 15): each group is described by its coordinator
-//! shard. A group that does not exist is "Dead" with no error up to v5 and
-//! GROUP_ID_NOT_FOUND from v6 (KIP-1043), as in Kafka.
+//! DescribeGroups (key 15): each classic group is described by its
+//! coordinator shard. A group that does not exist, or a consumer-protocol
+//! one, is "Dead" with no error up to v5 and GROUP_ID_NOT_FOUND from v6
+//! (KIP-1043), as in Kafka.
 
 use std::rc::Rc;
 
@@ -26,7 +27,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: DescribeGroupsRequ
         } else {
             let lookup = id.clone();
             shard
-                .invoke_on(target, move |owner| async move { admin::describe(&owner, &lookup) })
+                .invoke_on(target, move |owner| async move { admin::describe(&owner, &lookup, version) })
                 .await
                 .map_err(|_| ErrorCode::CoordinatorNotAvailable)
         };
@@ -52,12 +53,14 @@ fn encode(
         }
         Ok(None) => {
             answer.group_state = str_bytes(admin::STATE_DEAD);
-            if version >= 6 {
+            if version >= admin::DESCRIBE_GROUPS_NOT_FOUND_VERSION_MIN {
                 answer.error_code = ErrorCode::GroupIdNotFound.code();
                 answer.error_message = Some(str_bytes(&format!("Group {} not found.", group_id.0)));
             }
         }
         Ok(Some(group)) => {
+            answer.error_code = group.error_code;
+            answer.error_message = group.error_message.as_deref().map(str_bytes);
             answer.group_state = str_bytes(&group.state);
             answer.protocol_type = str_bytes(&group.protocol_type);
             answer.protocol_data = str_bytes(&group.protocol_data);

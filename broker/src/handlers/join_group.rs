@@ -46,6 +46,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, client_id: String, request:
         .invoke_on(target, move |owner| async move {
             let new_id =
                 || format!("{}-{}", if client_id.is_empty() { "member" } else { &client_id }, uuid::Uuid::new_v4());
+            if let Err(code) = owner.groups.claim_for_classic(&group_id) {
+                return Step::Now(JoinResult::error(code, &member_id));
+            }
             let step = owner.groups.with_classic(&group_id, params.member_id.is_empty(), |group| {
                 group.join(params, std::time::Instant::now(), new_id)
             });

@@ -9,6 +9,8 @@
 
 mod alter_configs;
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -143,6 +145,14 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
             Reply::Now(ResponseKind::DescribeGroups(describe_groups::handle(shard, version, body).await))
         }
         RequestKind::DeleteGroups(body) => delete_groups::handle(shard, version, body).await,
+        RequestKind::ConsumerGroupHeartbeat(body) => {
+            let client_id = request.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+            let response = consumer_group_heartbeat::handle(shard, version, client_id, body).await;
+            Reply::Now(ResponseKind::ConsumerGroupHeartbeat(response))
+        }
+        RequestKind::ConsumerGroupDescribe(body) => {
+            Reply::Now(ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(shard, version, body).await))
+        }
         RequestKind::OffsetDelete(body) => offset_delete::handle(shard, version, body).await,
         // Our bug (a row in SUPPORTED_APIS without an arm here), not the
         // client's: say so loudly, but cost only this connection.

@@ -36,7 +36,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetCommitReques
     let target = coordinator_shard(&group_id, shard.count);
     let placed = shard
         .invoke_on(target, move |owner| async move {
-            offsets::commit(&owner, &group_id, &member_id, generation_id, partitions).await
+            offsets::commit(&owner, &group_id, &member_id, generation_id, version, partitions).await
         })
         .await;
     let unavailable = move || vec![ErrorCode::CoordinatorNotAvailable.code(); count];

@@ -1,7 +1,9 @@
 //! OffsetFetch (key 9): the committed offsets of a group, read on its
 //! coordinator shard; offset -1 where nothing was committed. `topics` null
 //! (v2+) means every partition with a commit. v8 asks for several groups,
-//! each answered by its own coordinator. Stele has no transactional
+//! each answered by its own coordinator; v9 carries a consumer-protocol
+//! member's id and epoch, checked like commits (STALE_MEMBER_EPOCH,
+//! UNKNOWN_MEMBER_ID). Stele has no transactional
 //! offsets yet, so `require_stable` (v7+) never has to wait.
 
 use std::rc::Rc;
@@ -28,7 +30,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetFetchRequest
                 topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect::<Vec<_>>()
             });
             let group_id = group.group_id;
-            async move { (group_id.clone(), fetch(shard, group_id.0.to_string(), topics).await) }
+            // v9: a consumer-protocol member names itself and its epoch.
+            let member = (version >= 9).then(|| (group.member_id.map(|id| id.to_string()), group.member_epoch));
+            async move { (group_id.clone(), fetch(shard, group_id.0.to_string(), member, topics).await) }
         });
         for (group_id, answer) in futures::future::join_all(lookups).await {
             let mut group = OffsetFetchResponseGroup::default();
@@ -43,7 +47,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetFetchRequest
     }
     let topics =
         request.topics.map(|topics| topics.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-    match fetch(shard, request.group_id.0.to_string(), topics).await {
+    match fetch(shard, request.group_id.0.to_string(), None, topics).await {
         Ok(topics) => response.topics = topics.into_iter().map(topic_v1).collect(),
         // v1 has no top-level error: the code goes on no partition then.
         Err(code) if version >= 2 => response.error_code = code.code(),
@@ -52,15 +56,23 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetFetchRequest
     response
 }
 
-async fn fetch(shard: &Rc<Shard>, group_id: String, topics: Option<Vec<(String, Vec<i32>)>>) -> Answer {
+/// A v9 fetcher: its member id (null for none) and member epoch.
+type Member = Option<(Option<String>, i32)>;
+
+async fn fetch(shard: &Rc<Shard>, group_id: String, member: Member, topics: Option<Vec<(String, Vec<i32>)>>) -> Answer {
     if group_id.len() > crate::group::NAME_BYTES_MAX {
         return Err(ErrorCode::InvalidGroupId);
     }
     let target = coordinator_shard(&group_id, shard.count);
     shard
-        .invoke_on(target, move |owner| async move { offsets::fetch(&owner, &group_id, topics) })
+        .invoke_on(target, move |owner| async move {
+            if let Some((member_id, member_epoch)) = member {
+                owner.groups.validate_fetch(&group_id, member_id.as_deref(), member_epoch)?;
+            }
+            Ok(offsets::fetch(&owner, &group_id, topics))
+        })
         .await
-        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)?
 }
 
 fn topic_v1((name, partitions): (String, Vec<(i32, Fetched)>)) -> OffsetFetchResponseTopic {

@@ -37,10 +37,11 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     // -4/-5 (v8/v9) are answered as earliest/latest: no tiered storage.
     api(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::Metadata, 0, 13),
-    // Classic groups: generation checks, simple commits; v9+ (KIP-848) not yet.
-    api(ApiKey::OffsetCommit, 2, 8),
-    // v8 asks for several groups; v9+ (KIP-848 member epochs) not yet.
-    api(ApiKey::OffsetFetch, 1, 8),
+    // Classic groups: generation checks, simple commits; v9 member epochs
+    // of consumer-protocol groups (KIP-848).
+    api(ApiKey::OffsetCommit, 2, 9),
+    // v8 asks for several groups; v9 member epochs (KIP-848).
+    api(ApiKey::OffsetFetch, 1, 9),
     // GROUP keys only; v4 batches keys.
     api(ApiKey::FindCoordinator, 0, 4),
     // v4+ MEMBER_ID_REQUIRED; static membership treated as dynamic.
@@ -77,6 +78,10 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeCluster, 0, 2),
     // Kafka 3.7+ paged topic description.
     api(ApiKey::DescribeTopicPartitions, 0, 0),
+    // KIP-848 consumer groups: server-side assignment; v1 regex
+    // subscriptions and client-generated member ids.
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The versions of `api_key` that the broker implements, if any.
@@ -128,7 +133,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(
-            check_supported(ApiKey::ConsumerGroupHeartbeat, 0),
+            check_supported(ApiKey::ShareGroupHeartbeat, 0),
             Err(DecodeError::UnsupportedVersion { min: 0, max: -1, .. })
         ));
     }
