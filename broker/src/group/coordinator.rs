@@ -9,8 +9,10 @@
 //! What is durable when: a commit (or an offset deletion) is applied and
 //! answered once an fdatasync covers it; a group's membership record is
 //! written when its state machine asks for it ([`ClassicGroup::record`]),
-//! without holding up the answer: a crash before it is durable costs the
-//! members a rejoin, never an offset.
+//! without holding up the answer (a crash before it is durable costs the
+//! members a rejoin, never an offset), except the answer to a static member
+//! that took over its old member id, which waits for it
+//! ([`super::classic::DeferredJoin`]).
 //!
 //! Start: every shard replays its own log. Records of groups another shard
 //! coordinates now (the shard count changed, or a format-1 file was found)
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use protocol::ErrorCode;
 
-use super::classic::ClassicGroup;
+use super::classic::{ClassicGroup, DeferredJoin};
 use super::config::GroupConfig;
 use super::log_v1;
 use super::offsets::OffsetStore;
@@ -260,12 +262,15 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        group_instance_id: Option<&str>,
         generation_id: i32,
         now: Instant,
     ) -> Result<(), ErrorCode> {
         let create = generation_id < 0 && member_id.is_empty();
-        self.with_classic(group_id, create, |group| group.validate_commit(member_id, generation_id, now))
-            .unwrap_or(Err(ErrorCode::IllegalGeneration))
+        self.with_classic(group_id, create, |group| {
+            group.validate_commit(member_id, group_instance_id, generation_id, now)
+        })
+        .unwrap_or(Err(ErrorCode::IllegalGeneration))
     }
 
     /// Runs `f` on the classic group, creating it (Empty) if `create` and
@@ -291,18 +296,22 @@ impl GroupCoordinator {
         }
     }
 
-    /// The membership records of the dirty groups, encoded; called when
-    /// their append's turn has come, so they state the groups as they are
-    /// at their place in the log.
-    fn encode_dirty(&self) -> Vec<u8> {
+    /// The membership records of the dirty groups, encoded, and the
+    /// answers waiting for them; called when their append's turn has come,
+    /// so they state the groups as they are at their place in the log.
+    fn encode_dirty(&self) -> (Vec<u8>, Vec<DeferredJoin>) {
         let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
-        let groups = self.classic.borrow();
-        let records: Vec<GroupRecord> = dirty
-            .iter()
-            .filter_map(|id| groups.get(id))
-            .map(|group| GroupRecord::ClassicGroup(group.record()))
-            .collect();
-        records::encode_batch(&records)
+        let mut groups = self.classic.borrow_mut();
+        let mut records = Vec::with_capacity(dirty.len());
+        let mut deferred = Vec::new();
+        for id in &dirty {
+            let Some(group) = groups.get_mut(id) else {
+                continue;
+            };
+            records.push(GroupRecord::ClassicGroup(group.record()));
+            deferred.extend(group.take_deferred_joins());
+        }
+        (records::encode_batch(&records), deferred)
     }
 
     /// Every live group and offset as records, cut into payloads of about
@@ -345,8 +354,13 @@ impl GroupCoordinator {
             return;
         };
         if !self.dirty.borrow().is_empty() {
-            let payload = self.encode_dirty();
-            if let Err(err) = log.append(move || payload, Box::new(|_| {})).await {
+            let (payload, deferred) = self.encode_dirty();
+            let on_durable: OnDurable = Box::new(move |outcome| {
+                for answer in deferred {
+                    answer.complete(outcome.is_ok());
+                }
+            });
+            if let Err(err) = log.append(move || payload, on_durable).await {
                 tracing::error!(error = %err, "writing group records at shutdown failed");
             }
         }
@@ -355,7 +369,11 @@ impl GroupCoordinator {
         }
     }
 
-    /// Arms the join-phase timer a state change asked for, if any.
+    /// Arms the join-phase timer a state change asked for, if any: a join
+    /// phase's rebalance timeout, or the initial delay of an Empty group's
+    /// first join phase. When it fires the group decides what comes next
+    /// (end the phase, or extend the delay) and may ask for another timer,
+    /// armed here in turn; a timer of a phase that is over does nothing.
     pub fn arm_timer(shard: &Rc<Shard>, group_id: &str) {
         let wanted = shard.groups.with_classic(group_id, false, |group| group.timer_wanted.take()).flatten();
         let Some((epoch, timeout)) = wanted else {
@@ -401,8 +419,9 @@ impl GroupCoordinator {
             let expired = shard.groups.with_classic(&id, false, |group| group.expire(now)).unwrap_or_default();
             if !expired.is_empty() {
                 tracing::info!(shard = shard.id, group = %id, members = ?expired, "session timeout: members removed");
-                GroupCoordinator::arm_timer(shard, &id);
             }
+            // Expired member ids handed out can end a join phase too.
+            GroupCoordinator::arm_timer(shard, &id);
         }
     }
 
@@ -435,17 +454,33 @@ async fn write_dirty_groups(shard: Rc<Shard>) {
         let Ok(log) = shard.groups.log() else {
             return;
         };
-        let owner = shard.clone();
-        let on_durable: OnDurable = Box::new(|outcome| {
-            if let Err(reason) = outcome {
-                tracing::error!(reason, "a group membership record could not be made durable");
-            }
-        });
-        if let Err(err) = log.append(move || owner.groups.encode_dirty(), on_durable).await {
+        if let Err(err) = write_dirty(&shard, &log).await {
             tracing::error!(shard = shard.id, error = %err, "writing group membership records failed");
             return;
         }
     }
+}
+
+/// Appends the dirty groups' records; their deferred answers leave
+/// once the append is durable.
+async fn write_dirty(shard: &Rc<Shard>, log: &InternalLog) -> Result<(), engine::EngineError> {
+    let deferred: Rc<RefCell<Vec<DeferredJoin>>> = Rc::default();
+    let answers = deferred.clone();
+    let on_durable: OnDurable = Box::new(move |outcome| {
+        if let Err(reason) = &outcome {
+            tracing::error!(reason, "a group membership record could not be made durable");
+        }
+        for answer in answers.take() {
+            answer.complete(outcome.is_ok());
+        }
+    });
+    let owner = shard.clone();
+    let encode = move || {
+        let (payload, waiting) = owner.groups.encode_dirty();
+        *deferred.borrow_mut() = waiting;
+        payload
+    };
+    log.append(encode, on_durable).await.map(|_| ())
 }
 
 /// A rough size of a record once encoded, for cutting snapshots.

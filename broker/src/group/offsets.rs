@@ -125,13 +125,15 @@ pub async fn commit(
     shard: &Rc<Shard>,
     group_id: &str,
     member_id: &str,
+    group_instance_id: Option<&str>,
     generation_id: i32,
     partitions: Vec<CommitPartition>,
 ) -> Step<Vec<i16>> {
     if group_id.is_empty() || group_id.len() > NAME_BYTES_MAX {
         return Step::Now(vec![ErrorCode::InvalidGroupId.code(); partitions.len()]);
     }
-    if let Err(code) = shard.groups.validate_commit(group_id, member_id, generation_id, Instant::now()) {
+    let now = Instant::now();
+    if let Err(code) = shard.groups.validate_commit(group_id, member_id, group_instance_id, generation_id, now) {
         return Step::Now(vec![code.code(); partitions.len()]);
     }
     let (codes, records) = checked_records(shard, group_id, partitions);
