@@ -36,6 +36,7 @@ use futures::channel::oneshot;
 use protocol::ErrorCode;
 
 use super::config::GroupConfig;
+use super::offsets::{Committed, TopicPartition};
 use super::records::{ClassicGroupRecord, ClassicMemberRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +198,14 @@ struct InitialDelay {
     /// What is left of the rebalance timeout after the delays so far.
     remaining_ms: u64,
     new_member_added: bool,
+}
+
+/// What offset retention decided for one group.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OffsetExpiry {
+    pub expired: Vec<TopicPartition>,
+    /// The group is Empty and no offset is left: it can be deleted.
+    pub delete_group: bool,
 }
 
 pub struct ClassicGroup {
@@ -653,6 +662,49 @@ impl ClassicGroup {
         }
         self.members.get_mut(member_id).expect("checked").last_heartbeat = now;
         Ok(())
+    }
+
+    /// Offset retention (KIP-211, Kafka's `offsetExpirationCondition` and
+    /// `cleanupExpiredOffsets`): only an Empty group's offsets expire, each
+    /// `retention_ms` after the later of its commit and the moment the
+    /// group became Empty; a group that never had members (simple commits,
+    /// no protocol type) counts from each commit alone. Kafka counts an
+    /// Empty group's offsets from the state change only; the later of the
+    /// two keeps a commit made into an Empty group (an admin tool resetting
+    /// offsets) for a whole retention period. `delete_group` says the group
+    /// is Empty with nothing left: no offset, no member id handed out.
+    pub fn expire_offsets<'a>(
+        &self,
+        offsets: impl IntoIterator<Item = (&'a TopicPartition, &'a Committed)>,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> OffsetExpiry {
+        if self.state != GroupState::Empty {
+            return OffsetExpiry::default();
+        }
+        let mut expiry = OffsetExpiry { expired: Vec::new(), delete_group: true };
+        for (partition, committed) in offsets {
+            let since_ms = match self.protocol_type {
+                None => committed.commit_timestamp_ms,
+                Some(_) => committed.commit_timestamp_ms.max(self.state_timestamp_ms),
+            };
+            if now_ms.saturating_sub(since_ms) >= retention_ms {
+                expiry.expired.push(partition.clone());
+            } else {
+                expiry.delete_group = false;
+            }
+        }
+        expiry.delete_group &= self.is_deletable();
+        expiry
+    }
+
+    /// Empty, with no member id handed out and no answer owed: deleting
+    /// the group loses nothing but its offsets.
+    pub fn is_deletable(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending_members.is_empty()
+            && self.deferred_joins.is_empty()
     }
 
     /// Kafka's validateMember: an instance id must name a static member,
@@ -1409,5 +1461,51 @@ mod tests {
         assert!(group.expire(now + Duration::from_secs(11)).is_empty(), "a and b wait in the phase");
         assert_eq!(answered(&mut leader).unwrap().generation_id, 3, "c's id expired");
         assert_eq!(answered(&mut b).unwrap().members.len(), 0);
+    }
+
+    fn offset(commit_timestamp_ms: i64) -> Committed {
+        Committed { offset: 5, leader_epoch: -1, metadata: None, commit_timestamp_ms }
+    }
+
+    #[test]
+    fn offsets_of_an_empty_group_expire_after_the_retention() {
+        // Proves KIP-211 retention with injected times: an Empty group's
+        // offsets expire once the retention passed since the later of their
+        // commit and the group becoming Empty, and the group may be deleted
+        // once none is left; a group with members keeps every offset.
+        let now = Instant::now();
+        let mut group = ClassicGroup::new("g".into());
+        let (a, step) = join_new(&mut group, "a", now);
+        now_result(step);
+        let _ = group.sync(&a, None, 1, vec![], now);
+        let offsets: BTreeMap<TopicPartition, Committed> =
+            [(("t".to_string(), 0), offset(1_000)), (("t".to_string(), 1), offset(1_500))].into();
+        let expired = |group: &ClassicGroup, now_ms| group.expire_offsets(&offsets, now_ms, 10_000);
+        assert_eq!(expired(&group, 1_000_000), OffsetExpiry::default(), "Stable: nothing expires");
+        assert_eq!(group.leave(&a, None, now), Ok(()));
+        assert_eq!(group.state, GroupState::Empty);
+        group.state_timestamp_ms = 1_200;
+        assert_eq!(expired(&group, 11_199), OffsetExpiry::default());
+        let first = OffsetExpiry { expired: vec![("t".to_string(), 0)], delete_group: false };
+        assert_eq!(expired(&group, 11_200), first, "counted from the group becoming Empty");
+        let both = OffsetExpiry { expired: vec![("t".to_string(), 0), ("t".to_string(), 1)], delete_group: true };
+        assert_eq!(expired(&group, 11_500), both, "a commit into the Empty group counts from itself");
+        group.pending_members.insert("x".into(), now);
+        assert!(!expired(&group, 11_500).delete_group, "a member id handed out keeps the group");
+        group.pending_members.clear();
+        let none: BTreeMap<TopicPartition, Committed> = BTreeMap::new();
+        assert!(group.expire_offsets(&none, 0, 10_000).delete_group, "Empty without offsets");
+    }
+
+    #[test]
+    fn offsets_of_a_group_without_members_count_from_their_commit() {
+        // Proves a group that never had members (simple commits, no
+        // protocol type) expires each offset from its commit alone: a
+        // restart, which makes such a group anew, does not postpone it.
+        let group = ClassicGroup { state_timestamp_ms: 50_000, ..ClassicGroup::new("simple".into()) };
+        let offsets: BTreeMap<TopicPartition, Committed> = [(("t".to_string(), 0), offset(1_000))].into();
+        let expiry = group.expire_offsets(&offsets, 11_000, 10_000);
+        assert_eq!(expiry, OffsetExpiry { expired: vec![("t".to_string(), 0)], delete_group: true });
+        assert_eq!(group.expire_offsets(&offsets, 10_999, 10_000).expired.len(), 0);
     }
 }

@@ -144,7 +144,10 @@ pub async fn commit(
     let (reply, answer) = oneshot::channel();
     let owner = shard.clone();
     let answered = codes.clone();
+    // Offset retention leaves the group alone until this commit is applied.
+    let in_flight = shard.groups.offsets_in_flight(group_id);
     let on_durable = Box::new(move |outcome: Result<(), String>| {
+        let _applied_or_failed = in_flight;
         let codes = match outcome {
             Ok(()) => {
                 owner.groups.apply_durable(&records);
