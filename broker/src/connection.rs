@@ -49,11 +49,13 @@ struct Queued {
 /// cannot be decoded, or the broker stops.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown".into());
+    // Kafka prints a client's host as an InetAddress: "/127.0.0.1".
+    let client_host = stream.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let socket = Rc::new(RefCell::new(stream));
     let (queue, answers) = local_channel::new_bounded(shard.config.requests_in_flight_per_connection_max);
     let writer = glommio::spawn_local(write_answers(socket.clone(), answers, peer.clone()));
-    if let Err(reason) = read_requests(&shard, &socket, &queue).await {
+    if let Err(reason) = read_requests(&shard, &socket, &queue, &client_host).await {
         tracing::info!(peer = %peer, shard = shard.id, "closing connection: {reason}");
     }
     // Closing the queue lets the writer finish the answers already queued.
@@ -66,6 +68,7 @@ async fn read_requests(
     shard: &Rc<Shard>,
     socket: &Rc<RefCell<TcpStream>>,
     queue: &local_channel::LocalSender<Queued>,
+    client_host: &str,
 ) -> Result<(), String> {
     let decoder = FrameDecoder::new(shard.config.request_bytes_max);
     let mut buf = BytesMut::new();
@@ -78,7 +81,7 @@ async fn read_requests(
             }
             let (correlation_id, api_key, api_version) =
                 (request.correlation_id(), request.api_key, request.api_version());
-            let reply = handlers::handle(shard, request).await;
+            let reply = handlers::handle(shard, client_host, request).await;
             if let Reply::Close(reason) = reply {
                 return Err(reason);
             }

@@ -13,6 +13,14 @@ use common::*;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 
+/// A broker (2 shards) whose groups form at once: these tests are not
+/// about `group.initial.rebalance.delay.ms` (3 s by default), which
+/// classic_groups_e2e.rs tests. Keep the directory alive with the broker.
+fn broker_without_join_delay() -> (tempfile::TempDir, Broker) {
+    let (dir, config) = config_file("[groups]\n\"group.initial.rebalance.delay.ms\" = 0\n");
+    (dir, Broker::start_with(2, &["--config", &config]))
+}
+
 fn group_consumer(broker: &Broker, group: &str) -> BaseConsumer {
     let mut config = client_config(broker);
     config
@@ -84,7 +92,7 @@ fn committed_offsets_survive_sigterm_and_kill9() {
     // Proves a subscribed consumer gets every partition, its sync commit is
     // durable, and a new consumer of the group resumes exactly after it
     // following a clean restart and a kill -9.
-    let mut broker = Broker::start();
+    let (_config, mut broker) = broker_without_join_delay();
     create_topic(&broker, "resume", 3, &[]);
     produce_spread(&broker, "resume", 3, 10, "first");
     consume_and_commit(&broker, "resumers", "resume", 30, "first");
@@ -109,7 +117,7 @@ fn two_members_split_partitions_and_the_survivor_takes_all() {
     // Proves two consumers of one group get disjoint assignments covering
     // every partition, and when one closes (LeaveGroup) the rebalance gives
     // the other all of them.
-    let broker = Broker::start();
+    let (_config, broker) = broker_without_join_delay();
     create_topic(&broker, "split", 4, &[]);
     produce_spread(&broker, "split", 4, 5, "r");
     let first = group_consumer(&broker, "splitters");
@@ -133,51 +141,6 @@ fn two_members_split_partitions_and_the_survivor_takes_all() {
     while assigned(&first).len() != 4 {
         first.poll(Duration::from_millis(50));
         assert!(Instant::now() < deadline, "survivor has {:?}", assigned(&first));
-    }
-}
-
-/// A simple commit (generation -1, no member) of `offsets` (partition,
-/// offset, metadata) to `topic`; returns each partition's error code.
-fn simple_commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64, Option<&str>)]) -> Vec<i16> {
-    use protocol::messages::*;
-    use protocol::StrBytes;
-    let mut commit = OffsetCommitRequest::default();
-    commit.group_id = GroupId(StrBytes::from_string(group.to_owned()));
-    commit.generation_id_or_member_epoch = -1;
-    let mut wanted = offset_commit_request::OffsetCommitRequestTopic::default();
-    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
-    for (partition, offset, metadata) in offsets {
-        let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
-        p.partition_index = *partition;
-        p.committed_offset = *offset;
-        p.committed_metadata = metadata.map(|m| StrBytes::from_string(m.to_owned()));
-        wanted.partitions.push(p);
-    }
-    commit.topics = vec![wanted];
-    match raw_call(broker, ApiKey::OffsetCommit, 8, RequestKind::OffsetCommit(commit)) {
-        ResponseKind::OffsetCommit(r) => r.topics[0].partitions.iter().map(|p| p.error_code).collect(),
-        other => panic!("{other:?}"),
-    }
-}
-
-/// `group`'s committed (offset, metadata) of each of `partitions` of
-/// `topic`, by OffsetFetch v1.
-fn committed(broker: &Broker, group: &str, topic: &str, partitions: &[i32]) -> Vec<(i64, Option<String>)> {
-    use protocol::messages::*;
-    use protocol::StrBytes;
-    let mut fetch = OffsetFetchRequest::default();
-    fetch.group_id = GroupId(StrBytes::from_string(group.to_owned()));
-    let mut wanted = offset_fetch_request::OffsetFetchRequestTopic::default();
-    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
-    wanted.partition_indexes = partitions.to_vec();
-    fetch.topics = Some(vec![wanted]);
-    match raw_call(broker, ApiKey::OffsetFetch, 1, RequestKind::OffsetFetch(fetch)) {
-        ResponseKind::OffsetFetch(r) => r.topics[0]
-            .partitions
-            .iter()
-            .map(|p| (p.committed_offset, p.metadata.as_ref().map(|m| m.to_string()).filter(|m| !m.is_empty())))
-            .collect(),
-        other => panic!("{other:?}"),
     }
 }
 
@@ -353,7 +316,7 @@ fn a_silent_member_is_evicted_after_its_session_timeout() {
     // group gets every partition instead of waiting for it forever.
     use protocol::messages::*;
     use protocol::StrBytes;
-    let broker = Broker::start();
+    let (_config, broker) = broker_without_join_delay();
     create_topic(&broker, "silent", 4, &[]);
     let mut join = JoinGroupRequest::default();
     join.group_id = GroupId(StrBytes::from_static_str("silent-group"));

@@ -117,7 +117,7 @@ pub fn describe(shard: &Shard, group_id: &str, version: i16) -> Option<Described
             member_id: member.id.clone(),
             group_instance_id: member.group_instance_id.clone(),
             client_id: member.client_id.clone(),
-            client_host: String::new(),
+            client_host: member.client_host.clone(),
             metadata: if stable { member.metadata_for(&protocol) } else { Bytes::new() },
             assignment: if stable { member.assignment.clone() } else { Bytes::new() },
         })

@@ -42,6 +42,8 @@ use regex::{Regex, RegexBuilder};
 use uuid::Uuid;
 
 use super::assignor::{AssignmentMember, Assignor, TopicPartitions};
+use super::classic::OffsetExpiry;
+use super::offsets::{Committed, TopicPartition};
 use crate::metadata::MetadataImage;
 
 /// Kafka's `ConsumerProtocol.PROTOCOL_TYPE`, what ListGroups reports.
@@ -572,6 +574,28 @@ impl ConsumerGroup {
     /// such a topic's offsets: GROUP_SUBSCRIBED_TO_TOPIC).
     pub fn is_subscribed_to_topic(&self, topic: &str) -> bool {
         self.subscribed_names.contains_key(topic) || self.subscription_metadata.contains_key(topic)
+    }
+
+    /// Offset retention for this group (Kafka's rule for consumer-protocol
+    /// groups): offsets of topics no member subscribes to expire
+    /// `retention_ms` after their commit; the group may be deleted once it
+    /// is empty and none is left.
+    pub fn expire_offsets<'a>(
+        &self,
+        offsets: impl IntoIterator<Item = (&'a TopicPartition, &'a Committed)>,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> OffsetExpiry {
+        let mut expiry = OffsetExpiry { expired: Vec::new(), delete_group: self.members.is_empty() };
+        for (partition, committed) in offsets {
+            let old = now_ms.saturating_sub(committed.commit_timestamp_ms) >= retention_ms;
+            if old && !self.is_subscribed_to_topic(&partition.0) {
+                expiry.expired.push(partition.clone());
+            } else {
+                expiry.delete_group = false;
+            }
+        }
+        expiry
     }
 
     /// Makes the next heartbeat resolve the regular expressions again: the
@@ -2509,5 +2533,26 @@ mod tests {
             }
             check_converged(&mut harness, &mut clients)?;
         }
+    }
+
+    #[test]
+    fn offsets_of_unsubscribed_topics_expire_by_commit_time() {
+        // Proves Kafka's retention rule for consumer-protocol groups: an
+        // offset expires once its commit is older than the retention, but
+        // not while a member subscribes to its topic; the group may go
+        // only when it is empty and every offset expired.
+        let mut harness = Harness::new(Topics::default().with("t", 1).with("gone", 1));
+        harness.ok(join("a", &["t"]));
+        let committed = |at: i64| Committed { offset: 1, leader_epoch: -1, metadata: None, commit_timestamp_ms: at };
+        let offsets = [(("t".to_string(), 0), committed(0)), (("gone".to_string(), 0), committed(0))];
+        let entries = || offsets.iter().map(|(key, value)| (key, value));
+        let expiry = harness.group.expire_offsets(entries(), 1_000, 1_000);
+        assert_eq!(expiry.expired, vec![("gone".to_string(), 0)], "the subscribed topic stays");
+        assert!(!expiry.delete_group);
+        assert!(harness.group.expire_offsets(entries(), 999, 1_000).expired.is_empty(), "not before the retention");
+        harness.ok(beat("a", LEAVE_GROUP_MEMBER_EPOCH, None));
+        let expiry = harness.group.expire_offsets(entries(), 1_000, 1_000);
+        assert_eq!(expiry.expired.len(), 2);
+        assert!(expiry.delete_group, "empty with nothing left");
     }
 }

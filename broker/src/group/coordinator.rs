@@ -1,7 +1,7 @@
 //! One shard's group coordinator: the groups that hash to this shard, their
 //! committed offsets, the group log behind them (`internal_log` in
 //! `<data_dir>/__consumer_offsets/<shard>/`), the join-phase timers, the
-//! session sweep and compaction.
+//! session sweep, offset retention and compaction.
 //!
 //! Only its own shard touches it (requests arrive through `invoke_on`), so
 //! plain `RefCell`s suffice; no borrow is held across an await.
@@ -9,8 +9,11 @@
 //! What is durable when: a commit (or an offset deletion) is applied and
 //! answered once an fdatasync covers it; a group's membership record is
 //! written when its state machine asks for it ([`ClassicGroup::record`]),
-//! without holding up the answer: a crash before it is durable costs the
-//! members a rejoin, never an offset.
+//! without holding up the answer (a crash before it is durable costs the
+//! members a rejoin, never an offset), except the answer to a static member
+//! that took over its old member id, which waits for it
+//! ([`super::classic::DeferredJoin`]). Offset retention writes its
+//! deletions like commits: applied once durable.
 //!
 //! Start: every shard replays its own log. Records of groups another shard
 //! coordinates now (the shard count changed, or a format-1 file was found)
@@ -26,11 +29,11 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use protocol::ErrorCode;
 
-use super::classic::ClassicGroup;
+use super::classic::{ClassicGroup, DeferredJoin};
 use super::config::GroupConfig;
 use super::consumer::{self, ConsumerGroup, ConsumerGroupConfig, HeartbeatError, HeartbeatRequest, HeartbeatResponse};
 use super::log_v1;
-use super::offsets::OffsetStore;
+use super::offsets::{OffsetStore, TopicPartition};
 use super::records::{self, GroupRecord, OffsetCommitRecord};
 use crate::event::Event;
 use crate::internal_log::{self, InternalLog, OnDurable, SNAPSHOT_PAYLOAD_BYTES_MAX};
@@ -39,6 +42,9 @@ use crate::shard::Shard;
 /// How often each shard looks for members whose session timed out, and
 /// whether its group log should be compacted.
 pub const SESSION_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+/// Records one retention check writes at most (some 60 bytes each); what
+/// is left waits for the next check.
+pub const EXPIRED_RECORDS_PER_CHECK_MAX: usize = 10_000;
 /// Directory of the group logs inside the data directory. It cannot
 /// collide with a partition directory: those end in `-<partition>`.
 pub const OFFSETS_DIR: &str = "__consumer_offsets";
@@ -56,6 +62,10 @@ pub struct GroupCoordinator {
     /// Groups whose membership record must be written.
     dirty: RefCell<BTreeSet<String>>,
     dirty_waker: RefCell<Option<Waker>>,
+    /// Offset appends placed (or waiting to be placed) but not yet applied,
+    /// by group: retention leaves such a group alone, since what it sees in
+    /// memory is not yet all the log holds.
+    offsets_in_flight: Rc<RefCell<HashMap<String, usize>>>,
     /// Set once this shard's groups are loaded: groups handed over by other
     /// shards at start wait for it.
     loaded: Event,
@@ -105,6 +115,7 @@ impl GroupCoordinator {
             log: RefCell::new(None),
             dirty: RefCell::new(BTreeSet::new()),
             dirty_waker: RefCell::new(None),
+            offsets_in_flight: Rc::default(),
             loaded: Event::default(),
             closing: Cell::new(false),
         }
@@ -282,6 +293,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        group_instance_id: Option<&str>,
         generation_id: i32,
         api_version: i16,
         now: Instant,
@@ -290,8 +302,18 @@ impl GroupCoordinator {
             return group.validate_offset_commit(member_id, generation_id, api_version, false);
         }
         let create = generation_id < 0 && member_id.is_empty();
-        self.with_classic(group_id, create, |group| group.validate_commit(member_id, generation_id, now))
-            .unwrap_or(Err(ErrorCode::IllegalGeneration))
+        self.with_classic(group_id, create, |group| {
+            group.validate_commit(member_id, group_instance_id, generation_id, now)
+        })
+        .unwrap_or(Err(ErrorCode::IllegalGeneration))
+    }
+
+    /// Counts an offset append of `group_id` as in flight until the guard
+    /// is dropped: move it into the append's `on_durable`, so it drops
+    /// once the append was applied (or failed, or was never placed).
+    pub fn offsets_in_flight(&self, group_id: &str) -> OffsetsInFlight {
+        *self.offsets_in_flight.borrow_mut().entry(group_id.to_owned()).or_default() += 1;
+        OffsetsInFlight { counts: self.offsets_in_flight.clone(), group: group_id.to_owned() }
     }
 
     /// Runs `f` on the classic group, creating it (Empty) if `create` and
@@ -425,13 +447,20 @@ impl GroupCoordinator {
         }
     }
 
-    /// The membership records of the dirty groups, encoded; called when
-    /// their append's turn has come, so they state the groups as they are
-    /// at their place in the log.
-    fn encode_dirty(&self) -> Vec<u8> {
+    /// The membership records of the dirty groups, encoded, and the
+    /// answers waiting for them; called when their append's turn has come,
+    /// so they state the groups as they are at their place in the log.
+    fn encode_dirty(&self) -> (Vec<u8>, Vec<DeferredJoin>) {
         let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
-        let records: Vec<GroupRecord> = dirty.iter().filter_map(|id| self.membership_record(id)).collect();
-        records::encode_batch(&records)
+        let mut records = Vec::with_capacity(dirty.len());
+        let mut deferred = Vec::new();
+        for id in &dirty {
+            if let Some(group) = self.classic.borrow_mut().get_mut(id) {
+                deferred.extend(group.take_deferred_joins());
+            }
+            records.extend(self.membership_record(id));
+        }
+        (records::encode_batch(&records), deferred)
     }
 
     /// The record stating `group_id`'s membership, of whichever protocol.
@@ -481,8 +510,13 @@ impl GroupCoordinator {
             return;
         };
         if !self.dirty.borrow().is_empty() {
-            let payload = self.encode_dirty();
-            if let Err(err) = log.append(move || payload, Box::new(|_| {})).await {
+            let (payload, deferred) = self.encode_dirty();
+            let on_durable: OnDurable = Box::new(move |outcome| {
+                for answer in deferred {
+                    answer.complete(outcome.is_ok());
+                }
+            });
+            if let Err(err) = log.append(move || payload, on_durable).await {
                 tracing::error!(error = %err, "writing group records at shutdown failed");
             }
         }
@@ -491,7 +525,11 @@ impl GroupCoordinator {
         }
     }
 
-    /// Arms the join-phase timer a state change asked for, if any.
+    /// Arms the join-phase timer a state change asked for, if any: a join
+    /// phase's rebalance timeout, or the initial delay of an Empty group's
+    /// first join phase. When it fires the group decides what comes next
+    /// (end the phase, or extend the delay) and may ask for another timer,
+    /// armed here in turn; a timer of a phase that is over does nothing.
     pub fn arm_timer(shard: &Rc<Shard>, group_id: &str) {
         let wanted = shard.groups.with_classic(group_id, false, |group| group.timer_wanted.take()).flatten();
         let Some((epoch, timeout)) = wanted else {
@@ -508,9 +546,12 @@ impl GroupCoordinator {
     }
 
     /// Every [`SESSION_SWEEP_INTERVAL`] until the shard stops: evicts
-    /// members whose session timed out, and compacts the group log once it
-    /// has grown enough.
+    /// members whose session timed out, expires offsets once per
+    /// `offsets.retention.check.interval.ms` (at most once per sweep), and
+    /// compacts the group log once it has grown enough.
     pub async fn housekeep(shard: Rc<Shard>) {
+        let retention_check_interval = Duration::from_millis(shard.groups.config.offsets_retention_check_interval_ms);
+        let mut retention_checked = Instant::now();
         loop {
             {
                 let tick = std::pin::pin!(glommio::timer::sleep(SESSION_SWEEP_INTERVAL));
@@ -520,6 +561,10 @@ impl GroupCoordinator {
                 }
             }
             GroupCoordinator::expire_sessions(&shard);
+            if retention_checked.elapsed() >= retention_check_interval {
+                retention_checked = Instant::now();
+                GroupCoordinator::expire_offsets(&shard).await;
+            }
             if let Ok(log) = shard.groups.log() {
                 if log.wants_compaction() {
                     if let Err(err) = log.compact(|| shard.groups.snapshot()).await {
@@ -544,8 +589,115 @@ impl GroupCoordinator {
             let expired = shard.groups.with_classic(&id, false, |group| group.expire(now)).unwrap_or_default();
             if !expired.is_empty() {
                 tracing::info!(shard = shard.id, group = %id, members = ?expired, "session timeout: members removed");
-                GroupCoordinator::arm_timer(shard, &id);
             }
+            // Expired member ids handed out can end a join phase too.
+            GroupCoordinator::arm_timer(shard, &id);
+        }
+    }
+
+    /// Offset retention (KIP-211): deletes the expired offsets of Empty
+    /// classic groups and of topics consumer-protocol groups no longer
+    /// subscribe to, and the empty groups left without offsets, durably
+    /// (OffsetDeleted and GroupDeleted records), applying them to memory
+    /// once durable, in log order like commits.
+    async fn expire_offsets(shard: &Rc<Shard>) {
+        if shard.groups.expiry_records(crate::partition::now_ms()).is_empty() {
+            return;
+        }
+        let Ok(log) = shard.groups.log() else {
+            return;
+        };
+        let written: Rc<RefCell<Vec<GroupRecord>>> = Rc::default();
+        let applied = written.clone();
+        let owner = shard.clone();
+        let on_durable: OnDurable = Box::new(move |outcome| match outcome {
+            Ok(()) => owner.groups.apply_expiry(&applied.take()),
+            Err(reason) => tracing::error!(shard = owner.id, reason, "expired offsets could not be deleted durably"),
+        });
+        let decider = shard.clone();
+        let encode = move || {
+            // Decided again at the append's turn: whatever was placed
+            // before it is applied or counted as in flight by now.
+            let records = decider.groups.expiry_records(crate::partition::now_ms());
+            let payload = records::encode_batch(&records);
+            *written.borrow_mut() = records;
+            payload
+        };
+        if let Err(err) = log.append(encode, on_durable).await {
+            tracing::error!(shard = shard.id, error = %err, "writing expired offsets failed");
+        }
+    }
+
+    /// What retention deletes now ([`ClassicGroup::expire_offsets`]), at
+    /// most [`EXPIRED_RECORDS_PER_CHECK_MAX`] records (the rest waits for
+    /// the next check). A group with offset appends in flight waits too:
+    /// its offsets in memory are not yet all the log holds.
+    fn expiry_records(&self, now_ms: i64) -> Vec<GroupRecord> {
+        let groups = self.classic.borrow();
+        let store = self.offsets.borrow();
+        let in_flight = self.offsets_in_flight.borrow();
+        let mut records = Vec::new();
+        for group in groups.values().filter(|group| !in_flight.contains_key(&group.id)) {
+            let room = EXPIRED_RECORDS_PER_CHECK_MAX.saturating_sub(records.len());
+            if room == 0 {
+                break;
+            }
+            let offsets = store.group(&group.id).into_iter().flatten();
+            let expiry = group.expire_offsets(offsets, now_ms, self.config.offsets_retention_ms);
+            let whole = expiry.expired.len() < room;
+            let deleted = expiry.expired.into_iter().take(room).map(|(topic, partition): TopicPartition| {
+                GroupRecord::OffsetDeleted { group: group.id.clone(), topic, partition }
+            });
+            records.extend(deleted);
+            if expiry.delete_group && whole {
+                records.push(GroupRecord::GroupDeleted { group: group.id.clone() });
+            }
+        }
+        let consumers = self.consumer.borrow();
+        for group in consumers.values().filter(|group| !in_flight.contains_key(group.id())) {
+            let room = EXPIRED_RECORDS_PER_CHECK_MAX.saturating_sub(records.len());
+            if room == 0 {
+                break;
+            }
+            let offsets = store.group(group.id()).into_iter().flatten();
+            let expiry = group.expire_offsets(offsets, now_ms, self.config.offsets_retention_ms);
+            let whole = expiry.expired.len() < room;
+            records.extend(expiry.expired.into_iter().take(room).map(|(topic, partition)| {
+                GroupRecord::OffsetDeleted { group: group.id().to_owned(), topic, partition }
+            }));
+            if expiry.delete_group && whole {
+                records.push(GroupRecord::GroupDeleted { group: group.id().to_owned() });
+            }
+        }
+        records
+    }
+
+    /// Applies durable retention records: offsets go, and so does each
+    /// deleted group unless a member joined it since the record was
+    /// placed (its membership is written again when that generation forms).
+    fn apply_expiry(&self, records: &[GroupRecord]) {
+        let mut store = self.offsets.borrow_mut();
+        let mut groups = self.classic.borrow_mut();
+        let (mut offsets, mut deleted) = (0usize, 0usize);
+        for record in records {
+            store.apply(record);
+            match record {
+                GroupRecord::OffsetDeleted { .. } => offsets += 1,
+                GroupRecord::GroupDeleted { group } if groups.get(group).is_some_and(ClassicGroup::is_deletable) => {
+                    groups.remove(group);
+                    deleted += 1;
+                }
+                GroupRecord::GroupDeleted { group }
+                    if self.consumer.borrow().get(group).is_some_and(|g| g.is_empty()) =>
+                {
+                    self.consumer.borrow_mut().remove(group);
+                    deleted += 1;
+                }
+                _ => {}
+            }
+        }
+        if offsets + deleted > 0 {
+            tracing::info!(offsets, groups = deleted, "offset retention: expired offsets and empty groups deleted");
         }
     }
 }
@@ -569,15 +721,49 @@ async fn write_dirty_groups(shard: Rc<Shard>) {
         let Ok(log) = shard.groups.log() else {
             return;
         };
-        let owner = shard.clone();
-        let on_durable: OnDurable = Box::new(|outcome| {
-            if let Err(reason) = outcome {
-                tracing::error!(reason, "a group membership record could not be made durable");
-            }
-        });
-        if let Err(err) = log.append(move || owner.groups.encode_dirty(), on_durable).await {
+        if let Err(err) = write_dirty(&shard, &log).await {
             tracing::error!(shard = shard.id, error = %err, "writing group membership records failed");
             return;
+        }
+    }
+}
+
+/// Appends the dirty groups' records; their deferred answers leave
+/// once the append is durable.
+async fn write_dirty(shard: &Rc<Shard>, log: &InternalLog) -> Result<(), engine::EngineError> {
+    let deferred: Rc<RefCell<Vec<DeferredJoin>>> = Rc::default();
+    let answers = deferred.clone();
+    let on_durable: OnDurable = Box::new(move |outcome| {
+        if let Err(reason) = &outcome {
+            tracing::error!(reason, "a group membership record could not be made durable");
+        }
+        for answer in answers.take() {
+            answer.complete(outcome.is_ok());
+        }
+    });
+    let owner = shard.clone();
+    let encode = move || {
+        let (payload, waiting) = owner.groups.encode_dirty();
+        *deferred.borrow_mut() = waiting;
+        payload
+    };
+    log.append(encode, on_durable).await.map(|_| ())
+}
+
+/// An offset append of one group in flight
+/// ([`GroupCoordinator::offsets_in_flight`]); dropping it ends the count.
+pub struct OffsetsInFlight {
+    counts: Rc<RefCell<HashMap<String, usize>>>,
+    group: String,
+}
+
+impl Drop for OffsetsInFlight {
+    fn drop(&mut self) {
+        let mut counts = self.counts.borrow_mut();
+        let count = counts.get_mut(&self.group).expect("counted when the guard was made");
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&self.group);
         }
     }
 }

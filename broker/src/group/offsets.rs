@@ -125,6 +125,7 @@ pub async fn commit(
     shard: &Rc<Shard>,
     group_id: &str,
     member_id: &str,
+    group_instance_id: Option<&str>,
     generation_id: i32,
     api_version: i16,
     partitions: Vec<CommitPartition>,
@@ -132,7 +133,10 @@ pub async fn commit(
     if group_id.is_empty() || group_id.len() > NAME_BYTES_MAX {
         return Step::Now(vec![ErrorCode::InvalidGroupId.code(); partitions.len()]);
     }
-    if let Err(code) = shard.groups.validate_commit(group_id, member_id, generation_id, api_version, Instant::now()) {
+    let now = Instant::now();
+    let validated =
+        shard.groups.validate_commit(group_id, member_id, group_instance_id, generation_id, api_version, now);
+    if let Err(code) = validated {
         return Step::Now(vec![code.code(); partitions.len()]);
     }
     let (codes, records) = checked_records(shard, group_id, partitions);
@@ -143,7 +147,10 @@ pub async fn commit(
     let (reply, answer) = oneshot::channel();
     let owner = shard.clone();
     let answered = codes.clone();
+    // Offset retention leaves the group alone until this commit is applied.
+    let in_flight = shard.groups.offsets_in_flight(group_id);
     let on_durable = Box::new(move |outcome: Result<(), String>| {
+        let _applied_or_failed = in_flight;
         let codes = match outcome {
             Ok(()) => {
                 owner.groups.apply_durable(&records);

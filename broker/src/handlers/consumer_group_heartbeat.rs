@@ -11,7 +11,7 @@ use protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPar
 use protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use protocol::ErrorCode;
 
-use super::str_bytes;
+use super::{str_bytes, Client};
 use crate::group::consumer::HeartbeatRequest;
 use crate::group::coordinator_shard;
 use crate::shard::Shard;
@@ -19,7 +19,7 @@ use crate::shard::Shard;
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
-    client_id: String,
+    client: Client,
     request: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
     let group_id = request.group_id.0.to_string();
@@ -43,8 +43,8 @@ pub async fn handle(
         subscribed_topic_regex: request.subscribed_topic_regex.map(|regex| regex.to_string()),
         server_assignor: request.server_assignor.map(|name| name.to_string()),
         owned_partitions: owned,
-        client_id,
-        client_host: String::new(),
+        client_id: client.id,
+        client_host: client.host,
     };
     let target = coordinator_shard(&group_id, shard.count);
     let outcome = shard

@@ -2,9 +2,10 @@
 //! coordinator shard, where the member is placed in the join phase before
 //! the next request of this connection is read; the answer comes when the
 //! join phase ends (every known member rejoined, or the rebalance timeout).
-//! v4+: a member without an id gets one with MEMBER_ID_REQUIRED first.
-//! Static membership (`group.instance.id`) is accepted but treated as
-//! dynamic for now.
+//! v4+: a dynamic member without an id gets one with MEMBER_ID_REQUIRED
+//! first; a static member (v5+ `group.instance.id`) joins at once, taking
+//! over its old member id if it had one. The member's client id and host
+//! come from the request header and the connection.
 
 use std::rc::Rc;
 
@@ -12,13 +13,13 @@ use protocol::messages::join_group_response::JoinGroupResponseMember;
 use protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use protocol::ErrorCode;
 
-use super::{str_bytes, Reply};
-use crate::group::classic::{JoinParams, JoinResult, Step};
+use super::{str_bytes, Client, Reply};
+use crate::group::classic::{JoinLimits, JoinParams, JoinResult, Step};
 use crate::group::{coordinator_shard, GroupCoordinator};
 use crate::shard::Shard;
 use protocol::messages::ResponseKind;
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, client_id: String, request: JoinGroupRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, version: i16, client: Client, request: JoinGroupRequest) -> Reply {
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
     let refuse =
@@ -30,22 +31,31 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, client_id: String, request:
     if !(groups.session_timeout_ms_min..=groups.session_timeout_ms_max).contains(&request.session_timeout_ms) {
         return refuse(ErrorCode::InvalidSessionTimeout);
     }
+    let group_instance_id = request.group_instance_id.as_ref().map(|id| id.to_string());
+    // Kafka's member ids: `<instance id>-<uuid>` for static members,
+    // `<client id>-<uuid>` for others.
+    let id_prefix = match (&group_instance_id, client.id.as_str()) {
+        (Some(instance_id), _) => instance_id.clone(),
+        (None, "") => "member".to_owned(),
+        (None, client_id) => client_id.to_owned(),
+    };
     let params = JoinParams {
         member_id: member_id.clone(),
-        group_instance_id: request.group_instance_id.as_ref().map(|id| id.to_string()),
-        client_id: client_id.clone(),
+        group_instance_id,
+        client_id: client.id,
+        client_host: client.host,
         session_timeout_ms: request.session_timeout_ms,
         // v0 has no rebalance timeout: Kafka uses the session timeout.
         rebalance_timeout_ms: if version >= 1 { request.rebalance_timeout_ms } else { request.session_timeout_ms },
         protocol_type: request.protocol_type.to_string(),
         protocols: request.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
         require_known_member_id: version >= 4,
+        limits: JoinLimits::of(groups),
     };
     let target = coordinator_shard(&group_id, shard.count);
     let placed = shard
         .invoke_on(target, move |owner| async move {
-            let new_id =
-                || format!("{}-{}", if client_id.is_empty() { "member" } else { &client_id }, uuid::Uuid::new_v4());
+            let new_id = || format!("{id_prefix}-{}", uuid::Uuid::new_v4());
             if let Err(code) = owner.groups.claim_for_classic(&group_id) {
                 return Step::Now(JoinResult::error(code, &member_id));
             }

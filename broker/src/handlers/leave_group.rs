@@ -1,6 +1,8 @@
 //! LeaveGroup (key 13): removes members from a group on its coordinator
 //! shard and starts a rebalance for the rest. v0–v2 name one member; v3+
-//! batch members, each with its own error code.
+//! batch members, each with its own error code, and may name a static
+//! member by its instance id alone (member id ""); a static member's stale
+//! id is FENCED_INSTANCE_ID.
 
 use std::rc::Rc;
 
@@ -22,16 +24,16 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: LeaveGroupRequest)
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
+    let leaving = members.clone();
     let target = coordinator_shard(&group_id, shard.count);
     let outcome = shard
         .invoke_on(target, move |owner| async move {
             let now = std::time::Instant::now();
-            let codes = owner
-                .groups
-                .with_classic(&group_id, false, |group| ids.iter().map(|id| group.leave(id, now)).collect::<Vec<_>>());
+            let codes = owner.groups.with_classic(&group_id, false, |group| {
+                leaving.iter().map(|(id, instance_id)| group.leave(id, instance_id.as_deref(), now)).collect::<Vec<_>>()
+            });
             GroupCoordinator::arm_timer(&owner, &group_id);
-            codes.unwrap_or_else(|| vec![Err(ErrorCode::UnknownMemberId); ids.len()])
+            codes.unwrap_or_else(|| vec![Err(ErrorCode::UnknownMemberId); leaving.len()])
         })
         .await
         .unwrap_or_else(|_| vec![Err(ErrorCode::CoordinatorNotAvailable); members.len()]);

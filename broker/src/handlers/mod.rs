@@ -46,6 +46,16 @@ use protocol::{Request, StrBytes};
 
 use crate::shard::Shard;
 
+/// Who sent a request, as Kafka's RequestContext knows it: what JoinGroup
+/// records of a member (DescribeGroups reports it).
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// The request header's client id ("" when null).
+    pub id: String,
+    /// The connection's peer address as Kafka prints it: "/127.0.0.1".
+    pub host: String,
+}
+
 /// A handler's answer.
 pub enum Reply {
     /// Send this body at the request's version.
@@ -73,8 +83,9 @@ impl Reply {
 }
 
 /// Runs a request's handler. The request's API and version are already
-/// known to be in `protocol::api::SUPPORTED_APIS`.
-pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
+/// known to be in `protocol::api::SUPPORTED_APIS`; `client_host` is the
+/// connection's peer ([`Client::host`]).
+pub async fn handle(shard: &Rc<Shard>, client_host: &str, request: Request) -> Reply {
     let version = request.api_version();
     match request.body {
         RequestKind::ApiVersions(body) => api_versions::handle(version, &body),
@@ -128,8 +139,8 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
             Reply::Now(ResponseKind::OffsetFetch(offset_fetch::handle(shard, version, body).await))
         }
         RequestKind::JoinGroup(body) => {
-            let client_id = request.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
-            join_group::handle(shard, version, client_id, body).await
+            let id = request.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+            join_group::handle(shard, version, Client { id, host: client_host.to_owned() }, body).await
         }
         RequestKind::SyncGroup(body) => sync_group::handle(shard, version, body).await,
         RequestKind::Heartbeat(body) => {
@@ -146,8 +157,9 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         }
         RequestKind::DeleteGroups(body) => delete_groups::handle(shard, version, body).await,
         RequestKind::ConsumerGroupHeartbeat(body) => {
-            let client_id = request.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
-            let response = consumer_group_heartbeat::handle(shard, version, client_id, body).await;
+            let id = request.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+            let client = Client { id, host: client_host.to_owned() };
+            let response = consumer_group_heartbeat::handle(shard, version, client, body).await;
             Reply::Now(ResponseKind::ConsumerGroupHeartbeat(response))
         }
         RequestKind::ConsumerGroupDescribe(body) => {

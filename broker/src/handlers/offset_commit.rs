@@ -1,7 +1,8 @@
 //! OffsetCommit (key 8): forwarded to the group's coordinator shard, which
 //! checks the member and generation (or accepts a simple commit, generation
-//! -1 and no member, to a group without members), writes the offsets to
-//! its offsets log with fdatasync, and only then answers.
+//! -1 and no member, to a group without members; v7+ a static member's
+//! stale id is FENCED_INSTANCE_ID), writes the offsets to its offsets log
+//! with fdatasync, and only then answers.
 
 use std::rc::Rc;
 
@@ -18,6 +19,7 @@ use crate::shard::Shard;
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetCommitRequest) -> Reply {
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
+    let group_instance_id = request.group_instance_id.as_ref().map(|id| id.to_string());
     // v0-v1 had no generation for simple commits; v2+ always carry it.
     let generation_id = request.generation_id_or_member_epoch;
     let mut partitions = Vec::new();
@@ -36,7 +38,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: OffsetCommitReques
     let target = coordinator_shard(&group_id, shard.count);
     let placed = shard
         .invoke_on(target, move |owner| async move {
-            offsets::commit(&owner, &group_id, &member_id, generation_id, version, partitions).await
+            let instance_id = group_instance_id.as_deref();
+            offsets::commit(&owner, &group_id, &member_id, instance_id, generation_id, version, partitions).await
         })
         .await;
     let unavailable = move || vec![ErrorCode::CoordinatorNotAvailable.code(); count];

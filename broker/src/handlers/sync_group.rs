@@ -1,7 +1,8 @@
 //! SyncGroup (key 14): the leader's assignments are stored on the group's
 //! coordinator shard and every member of the generation gets its own; a
-//! follower arriving before the leader waits for it. v5+ protocol type and
-//! name must match the group's (else INCONSISTENT_GROUP_PROTOCOL).
+//! follower arriving before the leader waits for it. v3+ a static member's
+//! stale id is FENCED_INSTANCE_ID; v5+ protocol type and name must match
+//! the group's (else INCONSISTENT_GROUP_PROTOCOL).
 
 use std::rc::Rc;
 
@@ -16,6 +17,7 @@ use crate::shard::Shard;
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: SyncGroupRequest) -> Reply {
     let group_id = request.group_id.0.to_string();
     let member_id = request.member_id.to_string();
+    let group_instance_id = request.group_instance_id.as_ref().map(|id| id.to_string());
     let generation_id = request.generation_id;
     let protocol_type = request.protocol_type.as_ref().map(|p| p.to_string());
     let protocol_name = request.protocol_name.as_ref().map(|p| p.to_string());
@@ -32,7 +34,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: SyncGroupRequest) 
                 {
                     return Step::Now(SyncResult::error(ErrorCode::InconsistentGroupProtocol));
                 }
-                group.sync(&member_id, generation_id, assignments, std::time::Instant::now())
+                let instance_id = group_instance_id.as_deref();
+                group.sync(&member_id, instance_id, generation_id, assignments, std::time::Instant::now())
             });
             step.unwrap_or_else(|| Step::Now(SyncResult::error(ErrorCode::UnknownMemberId)))
         })

@@ -425,3 +425,48 @@ pub fn incremental_alter_configs(
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A simple commit (generation -1, no member) of `offsets` (partition,
+/// offset, metadata) to `topic`; returns each partition's error code.
+pub fn simple_commit(broker: &Broker, group: &str, topic: &str, offsets: &[(i32, i64, Option<&str>)]) -> Vec<i16> {
+    use protocol::messages::*;
+    use protocol::StrBytes;
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    commit.generation_id_or_member_epoch = -1;
+    let mut wanted = offset_commit_request::OffsetCommitRequestTopic::default();
+    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    for (partition, offset, metadata) in offsets {
+        let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+        p.partition_index = *partition;
+        p.committed_offset = *offset;
+        p.committed_metadata = metadata.map(|m| StrBytes::from_string(m.to_owned()));
+        wanted.partitions.push(p);
+    }
+    commit.topics = vec![wanted];
+    match raw_call(broker, ApiKey::OffsetCommit, 8, RequestKind::OffsetCommit(commit)) {
+        ResponseKind::OffsetCommit(r) => r.topics[0].partitions.iter().map(|p| p.error_code).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `group`'s committed (offset, metadata) of each of `partitions` of
+/// `topic`, by OffsetFetch v1.
+pub fn committed(broker: &Broker, group: &str, topic: &str, partitions: &[i32]) -> Vec<(i64, Option<String>)> {
+    use protocol::messages::*;
+    use protocol::StrBytes;
+    let mut fetch = OffsetFetchRequest::default();
+    fetch.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    let mut wanted = offset_fetch_request::OffsetFetchRequestTopic::default();
+    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    wanted.partition_indexes = partitions.to_vec();
+    fetch.topics = Some(vec![wanted]);
+    match raw_call(broker, ApiKey::OffsetFetch, 1, RequestKind::OffsetFetch(fetch)) {
+        ResponseKind::OffsetFetch(r) => r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.committed_offset, p.metadata.as_ref().map(|m| m.to_string()).filter(|m| !m.is_empty())))
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
