@@ -11,11 +11,15 @@ Fixtures:
   broker        one broker per test module (fast)
   fresh_broker  a broker of its own for one test (restart tests)
   topic         a topic name unique to the test
+  members       starts consumer-group members in processes of their own
+                (helpers.Member); whatever is still running is killed at
+                the end of the test
 
 On a failing test the tail of each broker's log used by it is attached to
 the report.
 """
 
+import json
 import os
 import re
 import shutil
@@ -180,6 +184,23 @@ def topic(request):
     return f"{base}-{uuid.uuid4().hex[:6]}"
 
 
+@pytest.fixture
+def members():
+    from helpers import Member
+
+    started = []
+
+    def start(client, broker, group, topic, name=None, **opts):
+        m = Member(client, broker, group, topic, name or f"{client}-{len(started)}", **opts)
+        started.append(m)
+        return m
+
+    start.started = started
+    yield start
+    for m in started:
+        m.reap()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -190,3 +211,7 @@ def pytest_runtest_makereport(item, call):
         for name, value in item.funcargs.items():
             if isinstance(value, Broker):
                 report.sections.append((f"stele log ({name}: {value.log_path})", value.log_tail()))
+            for m in getattr(value, "started", []):
+                events = "\n".join(json.dumps(e) for e in m.events)
+                report.sections.append((f"member {m.name} ({m.client}) events", events[-20000:]))
+                report.sections.append((f"member {m.name} stderr", m.stderr_tail()))

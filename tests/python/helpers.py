@@ -87,3 +87,140 @@ def parse_api_versions_v0(frame):
         key, lo, hi = struct.unpack_from(">hhh", frame, 10 + 6 * i)
         apis[key] = (lo, hi)
     return correlation_id, error_code, apis, 10 + 6 * count
+
+
+# --- consumer-group members in processes of their own -------------------------
+
+import json  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+GROUP_MEMBER = Path(__file__).with_name("group_member.py")
+
+
+class Member:
+    """A group_member.py process (one consumer of CLIENT in GROUP) and the
+    events it reported; see that file for what each event means."""
+
+    def __init__(
+        self,
+        client,
+        broker,
+        group,
+        topic,
+        name,
+        assignor=None,
+        instance_id=None,
+        metadata="",
+        session_timeout_ms=6000,
+        group_protocol="classic",
+    ):
+        self.client = client
+        self.name = name
+        self.events = []
+        self._lock = threading.Lock()
+        self.stderr_path = Path(broker.temp) / f"member-{name}.log"
+        cmd = [sys.executable, str(GROUP_MEMBER), client, broker.bootstrap, group, topic, "--name", name]
+        if assignor:
+            cmd += ["--assignor", assignor]
+        if instance_id:
+            cmd += ["--instance-id", instance_id]
+        cmd += ["--metadata", metadata, "--session-timeout-ms", str(session_timeout_ms)]
+        cmd += ["--group-protocol", group_protocol]
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def __repr__(self):
+        return f"Member({self.client}, {self.name}, assignment={self.assignment()})"
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            event["at"] = time.monotonic()
+            with self._lock:
+                self.events.append(event)
+
+    def of(self, ev):
+        with self._lock:
+            return [e for e in self.events if e["ev"] == ev]
+
+    def assignment(self):
+        """The partitions it reported last (None before the first report)."""
+        reports = self.of("assignment")
+        return set(reports[-1]["partitions"]) if reports else None
+
+    def processed(self):
+        """(partition, offset, value) of every record it processed (= committed)."""
+        return [tuple(r) for e in self.of("records") for r in e["records"]]
+
+    def rebalances(self):
+        return [(e["kind"], e["partitions"]) for e in self.of("rebalance")]
+
+    def stderr_tail(self, lines=40):
+        try:
+            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def close(self, timeout=30):
+        """Closes the consumer cleanly (LeaveGroup); returns the exit code."""
+        try:
+            self.proc.stdin.write(b"close\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        assert code == 0 and self.of("closed"), f"{self.name} did not close cleanly ({code}):\n{self.stderr_tail()}"
+        return code
+
+    def kill(self):
+        """SIGKILL: the member vanishes without leaving the group."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def freeze(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def reap(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+
+def split_of(members, partitions):
+    """{member name: partitions} once every member reported a non-empty
+    assignment and together they hold every partition exactly once; else
+    None."""
+    got = {m.name: m.assignment() for m in members}
+    if any(not parts for parts in got.values()):
+        return None
+    if sorted(p for parts in got.values() for p in parts) != sorted(partitions):
+        return None
+    return got
+
+
+def wait_split(members, partitions, timeout=30):
+    """Waits for a full, non-overlapping assignment of partitions over members."""
+    try:
+        return wait_until(lambda: split_of(members, partitions), timeout=timeout, interval=0.1)
+    except AssertionError:
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for a full, non-overlapping split of {sorted(partitions)}; "
+            f"last reported: {members}"
+        ) from None

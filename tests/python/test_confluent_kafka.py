@@ -41,7 +41,7 @@ def consumer(broker, **conf):
         "bootstrap.servers": broker.bootstrap,
         "broker.address.family": "v4",
         # group.id is required by the client, but nothing here uses the group:
-        # no subscribe, no commits (the broker has no group coordinator yet).
+        # no subscribe, no commits (groups are test_groups.py's).
         "group.id": "stele-py-confluent",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -339,8 +339,8 @@ def test_out_of_range_offset_resets_per_auto_offset_reset(broker, topic):
 
 
 def test_consumer_with_group_id_and_no_commits_needs_no_coordinator(broker, topic):
-    """group.id set, enable.auto.commit=false, assign(): works although the
-    broker advertises no FindCoordinator; close() must not hang either."""
+    """group.id set, enable.auto.commit=false, assign(): works without ever
+    asking for a coordinator; close() must not hang either."""
     create_topic(broker, topic, 1)
     recs = records(3, prefix="grp")
     produce(producer(broker), topic, recs, partition=0)
