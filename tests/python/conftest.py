@@ -72,7 +72,18 @@ class Broker:
         # disk blocks: with the 1 GiB default, a module's ~40 topics would
         # hold ~10 GiB. 8 MiB segments keep the suite small (and roll).
         self.config_path = self.temp / "stele.toml"
-        self.config_path.write_text('[topics]\n"log.segment.bytes" = 8388608\n')
+        # Groups form at once (no initial rebalance delay) and KIP-848
+        # members heartbeat every 500 ms with 10 s sessions, so that the
+        # group tests take seconds; Kafka's defaults are 3 s, 5 s and 45 s.
+        self.config_path.write_text(
+            '[topics]\n"log.segment.bytes" = 8388608\n'
+            "[groups]\n"
+            '"group.initial.rebalance.delay.ms" = 0\n'
+            '"group.consumer.min.session.timeout.ms" = 6000\n'
+            '"group.consumer.session.timeout.ms" = 10000\n'
+            '"group.consumer.min.heartbeat.interval.ms" = 500\n'
+            '"group.consumer.heartbeat.interval.ms" = 500\n'
+        )
         self.spawn()
 
     @property

@@ -2,13 +2,10 @@
 kafka-python's KafkaAdminClient.
 
 Committed offsets are listed with OffsetFetch and altered with simple
-commits (OffsetCommit, generation -1), which the broker implements. Listing,
-describing and deleting groups (ListGroups, DescribeGroups, DeleteGroups)
-and deleting offsets (OffsetDelete) are not implemented yet: those tests
-are xfail(strict=True) and written to pass unchanged once the broker has
-the API, so the mark must go with the implementation. confluent-kafka 2.16
-has no binding for DeleteConsumerGroupOffsets: OffsetDelete is tested with
-kafka-python only.
+commits (OffsetCommit, generation -1); groups are listed, described and
+deleted with ListGroups, DescribeGroups and DeleteGroups, and offsets
+deleted with OffsetDelete. confluent-kafka 2.16 has no binding for
+DeleteConsumerGroupOffsets: OffsetDelete is tested with kafka-python only.
 
 Groups with members use group_member.py processes (the `members` fixture),
 as in test_groups.py.
@@ -224,11 +221,6 @@ def test_kafka_python_removes_a_member_with_a_batched_leave_group(broker, topic,
 # --- not implemented yet: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="ListGroups (key 16) is not implemented: librdkafka's list_consumer_groups reports _UNSUPPORTED_FEATURE",
-)
 def test_confluent_lists_consumer_groups_by_state_and_type(broker, topic, members):
     """list_consumer_groups (ListGroups v5) lists a group with members as
     Stable and a group that only has committed offsets as Empty and simple;
@@ -250,18 +242,13 @@ def test_confluent_lists_consumer_groups_by_state_and_type(broker, topic, member
     assert (every[offsets_only].state, every[offsets_only].is_simple_consumer_group) == (ConsumerGroupState.EMPTY, True)
     assert set(listed(states={ConsumerGroupState.STABLE})) == {group}
     assert set(listed(states={ConsumerGroupState.EMPTY})) == {offsets_only}
-    assert set(listed(states={ConsumerGroupState.PREPARING_REBALANCE})) == set()
+    assert set(listed(states={ConsumerGroupState.PREPARING_REBALANCING})) == set()
     classic = listed(types={ConsumerGroupType.CLASSIC})
     assert set(classic) == {group, offsets_only}
     assert {g.type for g in classic.values()} == {ConsumerGroupType.CLASSIC}
     assert set(listed(types={ConsumerGroupType.CONSUMER})) == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KafkaException,
-    reason="DescribeGroups (key 15) is not implemented: librdkafka's describe_consumer_groups fails with _UNSUPPORTED_FEATURE",
-)
 def test_confluent_describes_a_consumer_group(broker, topic, members):
     """describe_consumer_groups (DescribeGroups) of a stable group of two
     confluent-kafka members: state Stable, the range assignor, this broker
@@ -287,11 +274,6 @@ def test_confluent_describes_a_consumer_group(broker, topic, members):
         }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="DeleteGroups (key 42) is not implemented (not advertised in ApiVersions)",
-)
 def test_confluent_deletes_only_empty_consumer_groups(broker, topic, members):
     """delete_consumer_groups (DeleteGroups): a group with members is
     refused with NON_EMPTY_GROUP and keeps its offsets; once its members
@@ -323,11 +305,6 @@ def test_confluent_deletes_only_empty_consumer_groups(broker, topic, members):
         assert exc.value.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=kafka.errors.IncompatibleBrokerVersion,
-    reason="ListGroups (key 16) is not implemented: kafka-python's list_groups raises IncompatibleBrokerVersion",
-)
 def test_kafka_python_lists_consumer_groups_by_state_and_type(broker, topic, members):
     """KafkaAdminClient.list_groups (ListGroups v5): both groups with
     protocol type "consumer" (members) and "" (offsets only), states
@@ -355,11 +332,6 @@ def test_kafka_python_lists_consumer_groups_by_state_and_type(broker, topic, mem
         a.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=kafka.errors.IncompatibleBrokerVersion,
-    reason="DescribeGroups (key 15) is not implemented: kafka-python's describe_groups raises IncompatibleBrokerVersion",
-)
 def test_kafka_python_describes_a_consumer_group(broker, topic, members):
     """KafkaAdminClient.describe_groups (DescribeGroups): state Stable,
     protocol type consumer, protocol range; each member with its member
@@ -390,11 +362,6 @@ def test_kafka_python_describes_a_consumer_group(broker, topic, members):
         assert {(a["topic"], p) for a in assigned for p in a["partitions"]} == {(topic, p) for p in m.assignment()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=kafka.errors.IncompatibleBrokerVersion,
-    reason="DeleteGroups (key 42) is not implemented: kafka-python's delete_groups raises IncompatibleBrokerVersion",
-)
 def test_kafka_python_deletes_only_empty_consumer_groups(broker, topic, members):
     """KafkaAdminClient.delete_groups (DeleteGroups): NonEmptyGroupError
     for a group with members, OK once they left (its offsets go with it),
@@ -412,11 +379,6 @@ def test_kafka_python_deletes_only_empty_consumer_groups(broker, topic, members)
         a.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=kafka.errors.IncompatibleBrokerVersion,
-    reason="OffsetDelete (key 47) is not implemented: kafka-python's delete_group_offsets raises IncompatibleBrokerVersion",
-)
 def test_kafka_python_deletes_committed_offsets(broker, topic, members):
     """KafkaAdminClient.delete_group_offsets (OffsetDelete): refused per
     partition with GROUP_SUBSCRIBED_TO_TOPIC while a member is subscribed

@@ -1,12 +1,10 @@
-"""Group membership the broker does not implement yet: static membership
+"""Group membership beyond the dynamic classic member: static membership
 (KIP-345, `group.instance.id`) and the consumer group protocol of KIP-848
 (confluent-kafka's `group.protocol=consumer`: ConsumerGroupHeartbeat,
 OffsetCommit/OffsetFetch v9+, assignment by the broker).
 
-Every test here is xfail(strict=True) and written to pass unchanged once the
-broker has the feature: the mark must go with the implementation. Members
-run in processes of their own (group_member.py, the `members` fixture), as
-in test_groups.py.
+Members run in processes of their own (group_member.py, the `members`
+fixture), as in test_groups.py.
 """
 
 import time
@@ -29,12 +27,6 @@ STATIC_SESSION_TIMEOUT_MS = 10_000
 # --- static membership (KIP-345) ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="static membership is not implemented: JoinGroup v5+ group_instance_id is accepted but the member "
-    "is treated as dynamic, so its restart rebalances the group",
-)
 @pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
 def test_static_member_restarted_within_its_session_timeout_keeps_its_partitions(broker, topic, members, client):
     """A member with group.instance.id closes (a static member sends no
@@ -92,12 +84,6 @@ def require_consumer_group_heartbeat(broker):
     assert CONSUMER_GROUP_HEARTBEAT in advertised_apis(broker), "the broker does not advertise ConsumerGroupHeartbeat (key 68)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the KIP-848 consumer group protocol is not implemented: ConsumerGroupHeartbeat (key 68) is not "
-    "advertised, and OffsetCommit/OffsetFetch stop at v8",
-)
 def test_consumer_protocol_members_join_and_leave_without_loss_or_duplicates(broker, topic, members):
     """confluent-kafka with group.protocol=consumer (no client-side session
     timeout, heartbeat interval or assignor): one, two, then three members
@@ -130,12 +116,6 @@ def test_consumer_protocol_members_join_and_leave_without_loss_or_duplicates(bro
     assert_exactly_once([m1, m2, m3], everything)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the KIP-848 consumer group protocol is not implemented: ConsumerGroupHeartbeat (key 68) is not "
-    "advertised, and OffsetCommit/OffsetFetch stop at v8",
-)
 def test_consumer_protocol_group_resumes_from_its_commits(broker, topic, members):
     """A group of two group.protocol=consumer members processes and commits
     everything, then both leave; their commits are listed (OffsetFetch)
