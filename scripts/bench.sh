@@ -40,14 +40,8 @@ iperf_seconds=${IPERF_SECONDS:-5}
 
 say() { echo "bench: $*" >&2; }
 
-install_if_missing() {
-    command -v "$1" >/dev/null && return
-    say "$1 not found; installing it with apt-get"
-    local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y "$1" || { $sudo apt-get update && $sudo apt-get install -y "$1"; }
-}
+# install_if_missing, shared with scripts/bench-groups.sh.
+. "$root/scripts/lib/install.sh"
 install_if_missing fio
 install_if_missing iperf3
 command -v python3 >/dev/null || { say "python3 is needed to read the JSON results"; exit 1; }

@@ -1,6 +1,8 @@
 //! The command line. Defaults follow Kafka's producer and consumer where
 //! they have one (batch 16 KiB, linger 5 ms, 5 requests in flight,
 //! acks=all), so a run with no flags measures what a default client sees.
+//! The commit workload's defaults (one partition per commit, one group) are
+//! what a consumer committing after each poll sends.
 
 use clap::{Parser, ValueEnum};
 use protocol::compression::Codec;
@@ -16,6 +18,10 @@ pub enum Workload {
     /// Producers and consumers at once; end-to-end latency from the send
     /// time stamped into each record.
     E2e,
+    /// OffsetCommit requests for one group (--group) from --committers
+    /// connections: simple commits (generation -1, no member id), each of
+    /// --commit-partitions partitions, acknowledged once durable.
+    Commit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,7 +104,8 @@ pub struct Cli {
     /// Seconds to measure, after the warm-up (60 when neither this nor --records is given).
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Records to produce (produce, e2e) or consume (consume), warm-up included.
+    /// Records to produce (produce, e2e) or consume (consume), or OffsetCommit
+    /// requests to send (commit), warm-up included.
     #[arg(long)]
     pub records: Option<u64>,
     /// Seconds at the start that are shown but left out of the totals.
@@ -117,7 +124,7 @@ pub struct Cli {
     /// Idempotent producer (InitProducerId, sequence numbers); needs --acks all.
     #[arg(long)]
     pub idempotent: bool,
-    /// Produce requests in flight per connection.
+    /// Produce (or OffsetCommit) requests in flight per connection.
     #[arg(long, default_value_t = 5)]
     pub in_flight: usize,
     /// Largest produce request.
@@ -141,6 +148,15 @@ pub struct Cli {
     pub fetch_partition_bytes: i32,
     #[arg(long, default_value_t = 50 * 1024 * 1024)]
     pub fetch_bytes_max: i32,
+    /// Commit: connections sending OffsetCommit requests, spread over --cores.
+    #[arg(long, default_value_t = 1)]
+    pub committers: usize,
+    /// Commit: the group every committer commits for.
+    #[arg(long, default_value = "loadgen-commits")]
+    pub group: String,
+    /// Commit: partitions of the topic in each OffsetCommit request.
+    #[arg(long, default_value_t = 1)]
+    pub commit_partitions: usize,
     /// Executors (threads, one per core of the process's CPU set).
     #[arg(long, default_value_t = 1)]
     pub cores: usize,
@@ -177,10 +193,18 @@ impl Cli {
         if self.cores == 0 || self.in_flight == 0 || self.partitions <= 0 {
             return Err("--cores, --in-flight and --partitions must be positive".into());
         }
-        let producing = self.workload != Workload::Consume;
-        let consuming = self.workload != Workload::Produce;
+        let producing = matches!(self.workload, Workload::Produce | Workload::E2e);
+        let consuming = matches!(self.workload, Workload::Consume | Workload::E2e);
         if (producing && self.producers == 0) || (consuming && self.consumers == 0) {
             return Err("the workload needs at least one producer and/or consumer".into());
+        }
+        if self.workload == Workload::Commit {
+            if self.committers == 0 || self.commit_partitions == 0 {
+                return Err("--committers and --commit-partitions must be positive".into());
+            }
+            if self.group.is_empty() {
+                return Err("--group cannot be empty".into());
+            }
         }
         if self.rate < 0.0 || self.warmup < 0.0 || self.duration.is_some_and(|d| d <= 0.0) {
             return Err("--rate, --warmup and --duration cannot be negative".into());
@@ -209,18 +233,24 @@ impl Cli {
     }
 
     pub fn producer_count(&self) -> usize {
-        if self.workload == Workload::Consume {
-            0
-        } else {
-            self.producers
+        match self.workload {
+            Workload::Produce | Workload::E2e => self.producers,
+            Workload::Consume | Workload::Commit => 0,
         }
     }
 
     pub fn consumer_count(&self) -> usize {
-        if self.workload == Workload::Produce {
-            0
+        match self.workload {
+            Workload::Consume | Workload::E2e => self.consumers,
+            Workload::Produce | Workload::Commit => 0,
+        }
+    }
+
+    pub fn committer_count(&self) -> usize {
+        if self.workload == Workload::Commit {
+            self.committers
         } else {
-            self.consumers
+            0
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What loadgen learns from the cluster before it starts: the brokers, the
 //! topic (created with `--partitions` when missing) and each partition's
-//! leader; plus the small setup calls a producer or consumer makes
-//! (InitProducerId, ListOffsets).
+//! leader; plus the small setup calls a producer, consumer or committer
+//! makes (InitProducerId, ListOffsets, FindCoordinator).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,8 +11,8 @@ use protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicCo
 use protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use protocol::messages::metadata_request::MetadataRequestTopic;
 use protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, RequestKind,
-    ResponseKind, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, FindCoordinatorRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, RequestKind, ResponseKind, TopicName,
 };
 use protocol::{ErrorCode, StrBytes};
 
@@ -21,6 +21,14 @@ use crate::connection::Connection;
 /// How long the topic may take to get leaders for all its partitions.
 const LEADERS_WAIT: Duration = Duration::from_secs(30);
 const TOPIC_ALREADY_EXISTS: i16 = 36;
+/// How long a group's coordinator may take to be found (a broker that just
+/// started may still be loading its coordinators).
+const COORDINATOR_WAIT: Duration = Duration::from_secs(30);
+/// FindCoordinator's key type for consumer groups.
+const KEY_TYPE_GROUP: i8 = 0;
+/// Codes that mean "ask again shortly": COORDINATOR_LOAD_IN_PROGRESS,
+/// COORDINATOR_NOT_AVAILABLE.
+const COORDINATOR_RETRIABLE: [i16; 2] = [14, 15];
 
 /// A partition and the broker that leads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,4 +236,38 @@ pub async fn list_offsets(
         }
     }
     Ok(offsets)
+}
+
+/// The address ("host:port") of `group`'s coordinator, asked of
+/// `connection`'s broker; retried while the broker says the coordinator is
+/// loading or not available, for up to [`COORDINATOR_WAIT`].
+pub async fn find_coordinator(connection: &mut Connection, group: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + COORDINATOR_WAIT;
+    loop {
+        let version = connection.versions.get(ApiKey::FindCoordinator)?;
+        let mut request = FindCoordinatorRequest::default();
+        request.key_type = KEY_TYPE_GROUP;
+        if version >= 4 {
+            request.coordinator_keys = vec![StrBytes::from_string(group.to_owned())];
+        } else {
+            request.key = StrBytes::from_string(group.to_owned());
+        }
+        let body = RequestKind::FindCoordinator(request);
+        let ResponseKind::FindCoordinator(response) = connection.call(ApiKey::FindCoordinator, body).await? else {
+            bail!("FindCoordinator answered with another API");
+        };
+        let (code, host, port) = if version >= 4 {
+            let found = response.coordinators.first().context("FindCoordinator answered no coordinator")?;
+            (found.error_code, found.host.to_string(), found.port)
+        } else {
+            (response.error_code, response.host.to_string(), response.port)
+        };
+        match code {
+            0 => return Ok(format!("{host}:{port}")),
+            code if COORDINATOR_RETRIABLE.contains(&code) && Instant::now() < deadline => {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            code => bail!("FindCoordinator for group {group}: {}", error_name(code)),
+        }
+    }
 }

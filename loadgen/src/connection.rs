@@ -3,7 +3,8 @@
 //!
 //! A connection starts as a [`Connection`] that makes one call at a time
 //! (setup: ApiVersions, Metadata, CreateTopics, InitProducerId,
-//! ListOffsets). A producer then [`Connection::split`]s it into a
+//! ListOffsets, FindCoordinator). A producer or committer then
+//! [`Connection::split`]s it into a
 //! [`RequestWriter`] and a [`ResponseReader`] that share the socket, so
 //! several requests are in flight while their answers are read by another
 //! task; Kafka answers a connection's requests in order, so each answer is
@@ -26,12 +27,16 @@ use protocol::StrBytes;
 
 /// The highest version of each API this client speaks; the codecs know
 /// more, but each version must also be handled by our code (Produce v13
-/// names topics by id only, which loadgen does not send yet).
+/// names topics by id only, which loadgen does not send yet; OffsetCommit
+/// v9 is KIP-848's, whose simple commits are the same as v8's, and v10
+/// names topics by id).
 const OUR_MAX_VERSIONS: &[(ApiKey, i16)] = &[
     (ApiKey::Produce, 12),
     (ApiKey::Fetch, 16),
     (ApiKey::ListOffsets, 10),
     (ApiKey::Metadata, 13),
+    (ApiKey::OffsetCommit, 8),
+    (ApiKey::FindCoordinator, 4),
     (ApiKey::ApiVersions, 4),
     (ApiKey::CreateTopics, 7),
     (ApiKey::InitProducerId, 5),

@@ -7,19 +7,21 @@
 //!   framing, pipelined requests matched by correlation id.
 //! - `cluster`: Metadata discovery, CreateTopics, InitProducerId, ListOffsets.
 //! - `batch`: allocation-free v2 batch building, Kafka's partitioners.
-//! - `producer` / `consumer`: the workload tasks.
+//! - `producer` / `consumer` / `committer`: the workload tasks.
 //! - `stats`: histograms and counters; `report`: progress lines, the
 //!   summary and the JSON result; `clock`: the stamp clock.
 //!
 //! The main thread finds the topic (on a short-lived executor), starts one
 //! executor per `--cores` on the process's CPUs, gives producer i and
-//! consumer j to executors i and producers+j (mod cores), prints progress
-//! every second, stops producers at the deadline, and reports.
+//! consumer j to executors i and producers+j (mod cores), and committer k
+//! to executor k (mod cores), prints progress every second, stops
+//! producers and committers at the deadline, and reports.
 
 mod batch;
 mod cli;
 mod clock;
 mod cluster;
+mod committer;
 mod connection;
 mod consumer;
 mod producer;
@@ -128,7 +130,8 @@ fn placement(cores: usize) -> anyhow::Result<PoolPlacement> {
     }
 }
 
-/// Starts this executor's producers and consumers and waits for them.
+/// Starts this executor's producers, consumers and committers and waits
+/// for them.
 async fn run_executor(executor: usize, cli: Arc<Cli>, cluster: Arc<Cluster>, stats: Arc<Stats>) {
     let mut tasks = Vec::new();
     let producers = cli.producer_count();
@@ -139,6 +142,10 @@ async fn run_executor(executor: usize, cli: Arc<Cli>, cluster: Arc<Cluster>, sta
     for index in (0..cli.consumer_count()).filter(|j| (producers + j) % cli.cores == executor) {
         let task = consumer::run(cli.clone(), cluster.clone(), stats.clone(), index);
         tasks.push(("consumer", glommio::spawn_local(task)));
+    }
+    for index in (0..cli.committer_count()).filter(|k| k % cli.cores == executor) {
+        let task = committer::run(cli.clone(), cluster.clone(), stats.clone(), index);
+        tasks.push(("committer", glommio::spawn_local(task)));
     }
     for (what, task) in tasks {
         if let Err(err) = task.await {
@@ -155,5 +162,6 @@ pub fn workload_name(workload: Workload) -> &'static str {
         Workload::Produce => "produce",
         Workload::Consume => "consume",
         Workload::E2e => "e2e",
+        Workload::Commit => "commit",
     }
 }

@@ -1,11 +1,13 @@
 //! What the user sees: a progress line per second while the run goes, one
 //! summary line per direction at the end (in the style of Kafka's
 //! kafka-producer-perf-test), and the JSON result (`--json`), whose field
-//! names follow the OpenMessaging Benchmark's result files.
+//! names follow the OpenMessaging Benchmark's result files (the commit
+//! workload's fields are named in the same style).
 //!
 //! MiB/s counts payload bytes (keys and values), 1 MiB = 1048576 bytes,
-//! as Kafka's perf tools do. Totals cover the measured window: from the end
-//! of the warm-up to the end of the run.
+//! as Kafka's perf tools do. Commits count requests (commits/s) and the
+//! partition offsets they carry (offsets/s). Totals cover the measured
+//! window: from the end of the warm-up to the end of the run.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -31,6 +33,25 @@ struct Sample {
     publish_p99_ms: Option<f64>,
     end_to_end_p50_ms: Option<f64>,
     end_to_end_p99_ms: Option<f64>,
+    commit_rate: f64,
+    commit_offsets_rate: f64,
+    commit_p50_ms: Option<f64>,
+    commit_p99_ms: Option<f64>,
+}
+
+/// The counters a progress line differences: (records, bytes) produced and
+/// consumed, (requests, offsets) committed.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    produced: (u64, u64),
+    consumed: (u64, u64),
+    committed: (u64, u64),
+}
+
+impl Counts {
+    fn of(stats: &Stats) -> Counts {
+        Counts { produced: stats.produced.get(), consumed: stats.consumed.get(), committed: stats.committed.get() }
+    }
 }
 
 /// What the watcher saw.
@@ -41,13 +62,13 @@ pub struct Outcome {
     drain_timed_out: bool,
 }
 
-/// Runs on the main thread until `finished()`: stops the producers at the
-/// deadline, gives e2e consumers `--drain-timeout` to catch up, prints a
+/// Runs on the main thread until `finished()`: stops the producers and
+/// committers at the deadline, gives e2e consumers `--drain-timeout` to catch up, prints a
 /// progress line every second.
 pub fn watch(cli: &Cli, stats: &Stats, finished: impl Fn() -> bool) -> Outcome {
     let mut samples = Vec::new();
     let mut next_line = Instant::now() + Duration::from_secs(1);
-    let mut last_counts = (stats.produced.get(), stats.consumed.get());
+    let mut last_counts = Counts::of(stats);
     let mut last_line = Instant::now();
     let mut stopped_at_ns = None;
     let mut producers_done_at = None;
@@ -73,7 +94,7 @@ pub fn watch(cli: &Cli, stats: &Stats, finished: impl Fn() -> bool) -> Outcome {
             let elapsed = last_line.elapsed().as_secs_f64();
             last_line = Instant::now();
             next_line += Duration::from_secs(1);
-            let counts = (stats.produced.get(), stats.consumed.get());
+            let counts = Counts::of(stats);
             let sample = sample(stats, last_counts, counts, elapsed);
             last_counts = counts;
             if !cli.quiet {
@@ -88,20 +109,25 @@ pub fn watch(cli: &Cli, stats: &Stats, finished: impl Fn() -> bool) -> Outcome {
     Outcome { samples, end_ns, drain_timed_out }
 }
 
-fn sample(stats: &Stats, last: ((u64, u64), (u64, u64)), now: ((u64, u64), (u64, u64)), seconds: f64) -> Sample {
+fn sample(stats: &Stats, last: Counts, now: Counts, seconds: f64) -> Sample {
     let rate = |then: u64, now: u64| (now - then) as f64 / seconds.max(1e-9);
     let interval = stats.take_interval();
     let publish = Percentiles::of(&interval.produce);
     let end_to_end = Percentiles::of(&interval.end_to_end);
+    let commit = Percentiles::of(&interval.commit);
     Sample {
-        publish_rate: rate(last.0 .0, now.0 .0),
-        publish_bytes_rate: rate(last.0 .1, now.0 .1),
-        consume_rate: rate(last.1 .0, now.1 .0),
-        consume_bytes_rate: rate(last.1 .1, now.1 .1),
+        publish_rate: rate(last.produced.0, now.produced.0),
+        publish_bytes_rate: rate(last.produced.1, now.produced.1),
+        consume_rate: rate(last.consumed.0, now.consumed.0),
+        consume_bytes_rate: rate(last.consumed.1, now.consumed.1),
         publish_p50_ms: publish.map(|p| p.p50_ms),
         publish_p99_ms: publish.map(|p| p.p99_ms),
         end_to_end_p50_ms: end_to_end.map(|p| p.p50_ms),
         end_to_end_p99_ms: end_to_end.map(|p| p.p99_ms),
+        commit_rate: rate(last.committed.0, now.committed.0),
+        commit_offsets_rate: rate(last.committed.1, now.committed.1),
+        commit_p50_ms: commit.map(|p| p.p50_ms),
+        commit_p99_ms: commit.map(|p| p.p99_ms),
     }
 }
 
@@ -125,6 +151,15 @@ fn progress_line(cli: &Cli, stats: &Stats, sample: &Sample) -> String {
             line += &format!(" e2e p50 {} ms p99 {} ms", ms(sample.end_to_end_p50_ms), ms(sample.end_to_end_p99_ms));
         }
     }
+    if cli.committer_count() > 0 {
+        line += &format!(
+            "  commit {:.0} commits/s {:.0} offsets/s p50 {} ms p99 {} ms",
+            sample.commit_rate,
+            sample.commit_offsets_rate,
+            ms(sample.commit_p50_ms),
+            ms(sample.commit_p99_ms)
+        );
+    }
     line
 }
 
@@ -142,6 +177,10 @@ pub fn finish(cli: &Cli, cluster: &Cluster, stats: &Stats, outcome: Outcome) -> 
     }
     if cli.consumer_count() > 0 {
         println!("{}", consume_summary(consumed, consumed_bytes, window_s, end_to_end));
+    }
+    if cli.committer_count() > 0 {
+        let (commits, offsets) = stats.committed_measured.get();
+        println!("{}", commit_summary(commits, offsets, window_s, Percentiles::of(&totals.commit)));
     }
     let errors = stats.error_codes();
     for (code, records) in &errors {
@@ -198,6 +237,25 @@ fn consume_summary(records: u64, bytes: u64, seconds: f64, latency: Option<Perce
         );
     }
     line + "."
+}
+
+fn commit_summary(commits: u64, offsets: u64, seconds: f64, latency: Option<Percentiles>) -> String {
+    let mut line = format!(
+        "{commits} commits acknowledged, {:.1} commits/sec ({:.1} partition offsets/sec)",
+        commits as f64 / seconds,
+        offsets as f64 / seconds
+    );
+    match latency {
+        Some(p) => {
+            line += &format!(
+                ", {:.2} ms avg latency, {:.2} ms max latency, {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms \
+                 99.9th.",
+                p.avg_ms, p.max_ms, p.p50_ms, p.p95_ms, p.p99_ms, p.p999_ms
+            )
+        }
+        None => line += ".",
+    }
+    line
 }
 
 /// OMB's aggregated latency fields for one distribution, under `prefix`
@@ -266,7 +324,43 @@ fn json_result(cli: &Cli, cluster: &Cluster, stats: &Stats, outcome: &Outcome, w
     let object = result.as_object_mut().expect("an object");
     latency_fields(object, "aggregatedPublishLatency", Percentiles::of(&totals.produce));
     latency_fields(object, "aggregatedEndToEndLatency", Percentiles::of(&totals.end_to_end));
+    commit_fields(object, cli, stats, outcome, window_s);
     result
+}
+
+/// The commit workload's fields: settings, counts, rates, latency and the
+/// last offset answered per partition (present, zero or empty, for every
+/// workload, so that one schema reads them all).
+fn commit_fields(
+    object: &mut serde_json::Map<String, Value>,
+    cli: &Cli,
+    stats: &Stats,
+    outcome: &Outcome,
+    window_s: f64,
+) {
+    let (commits, offsets) = stats.committed_measured.get();
+    let series = |f: fn(&Sample) -> Value| Value::Array(outcome.samples.iter().map(f).collect());
+    let last: serde_json::Map<String, Value> =
+        stats.last_committed().into_iter().map(|(partition, offset)| (partition.to_string(), json!(offset))).collect();
+    let fields = [
+        ("group", json!(cli.group)),
+        ("committers", json!(cli.committer_count())),
+        ("commitPartitions", json!(cli.commit_partitions)),
+        ("inFlight", json!(cli.in_flight)),
+        ("commits", json!(commits)),
+        ("commitOffsets", json!(offsets)),
+        ("aggregatedCommitRate", json!(commits as f64 / window_s)),
+        ("aggregatedCommitOffsetRate", json!(offsets as f64 / window_s)),
+        ("commitRate", series(|s| json!(s.commit_rate))),
+        ("commitOffsetRate", series(|s| json!(s.commit_offsets_rate))),
+        ("commitLatency50pct", series(|s| json!(s.commit_p50_ms))),
+        ("commitLatency99pct", series(|s| json!(s.commit_p99_ms))),
+        ("lastCommittedOffsets", Value::Object(last)),
+    ];
+    for (key, value) in fields {
+        object.insert(key.to_owned(), value);
+    }
+    latency_fields(object, "aggregatedCommitLatency", Percentiles::of(&stats.total().commit));
 }
 
 #[cfg(test)]
@@ -296,5 +390,14 @@ mod tests {
              50th, 2.00 ms 95th, 3.00 ms 99th, 4.00 ms 99.9th."
         );
         assert_eq!(consume_summary(10, 0, 1.0, None), "10 records consumed, 10.0 records/sec (0.00 MiB/sec).");
+        assert_eq!(
+            commit_summary(400, 800, 2.0, Some(p)),
+            "400 commits acknowledged, 200.0 commits/sec (400.0 partition offsets/sec), 1.50 ms avg latency, 6.00 ms \
+             max latency, 1.00 ms 50th, 2.00 ms 95th, 3.00 ms 99th, 4.00 ms 99.9th."
+        );
+        assert_eq!(
+            commit_summary(0, 0, 1.0, None),
+            "0 commits acknowledged, 0.0 commits/sec (0.0 partition offsets/sec)."
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! Each task records latencies into its own histograms ([`Recorder`]) and
 //! merges them into the shared ones at most every [`MERGE_INTERVAL_NS`],
 //! so the hot path takes no lock; counters are atomics added once per
-//! batch. The reporting thread swaps out the interval histograms once a
+//! batch (or per commit answered). The reporting thread swaps out the interval histograms once a
 //! second for the progress line and keeps the per-second series for the
 //! JSON result. Latencies are microseconds in the histograms (1 µs to one
 //! hour, three significant digits) and milliseconds in every report.
@@ -28,27 +28,31 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 
-/// Produce (send to ack) and end-to-end (send to consume) latencies.
+/// Produce (send to ack), end-to-end (send to consume) and commit (an
+/// OffsetCommit request's send to its answer) latencies.
 #[derive(Debug, Clone)]
 pub struct Latencies {
     pub produce: Histogram<u64>,
     pub end_to_end: Histogram<u64>,
+    pub commit: Histogram<u64>,
 }
 
 impl Latencies {
     pub fn new() -> Latencies {
-        Latencies { produce: new_histogram(), end_to_end: new_histogram() }
+        Latencies { produce: new_histogram(), end_to_end: new_histogram(), commit: new_histogram() }
     }
 
     fn add(&mut self, other: &Latencies) {
         // Same bounds everywhere, so adding cannot fail.
         self.produce.add(&other.produce).expect("histograms with equal bounds");
         self.end_to_end.add(&other.end_to_end).expect("histograms with equal bounds");
+        self.commit.add(&other.commit).expect("histograms with equal bounds");
     }
 
     fn reset(&mut self) {
         self.produce.reset();
         self.end_to_end.reset();
+        self.commit.reset();
     }
 }
 
@@ -76,6 +80,25 @@ impl Counter {
     }
 }
 
+/// OffsetCommit requests answered without error, and the partition offsets
+/// they carried.
+#[derive(Debug, Default)]
+pub struct CommitCounter {
+    pub requests: AtomicU64,
+    pub offsets: AtomicU64,
+}
+
+impl CommitCounter {
+    pub fn add(&self, requests: u64, offsets: u64) {
+        self.requests.fetch_add(requests, Ordering::Relaxed);
+        self.offsets.fetch_add(offsets, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> (u64, u64) {
+        (self.requests.load(Ordering::Relaxed), self.offsets.load(Ordering::Relaxed))
+    }
+}
+
 /// Shared by every executor and the reporting thread.
 #[derive(Debug)]
 pub struct Stats {
@@ -88,6 +111,12 @@ pub struct Stats {
     /// Those completed after the warm-up: the totals reported.
     pub produced_measured: Counter,
     pub consumed_measured: Counter,
+    /// Every commit answered / those answered after the warm-up.
+    pub committed: CommitCounter,
+    pub committed_measured: CommitCounter,
+    /// Per partition, the offset of the last commit answered (committers
+    /// report theirs when they finish).
+    last_committed: Mutex<BTreeMap<i32, i64>>,
     pub produce_errors: AtomicU64,
     error_codes: Mutex<BTreeMap<i16, u64>>,
     failures: Mutex<Vec<String>>,
@@ -110,6 +139,9 @@ impl Stats {
             consumed: Counter::default(),
             produced_measured: Counter::default(),
             consumed_measured: Counter::default(),
+            committed: CommitCounter::default(),
+            committed_measured: CommitCounter::default(),
+            last_committed: Mutex::new(BTreeMap::new()),
             produce_errors: AtomicU64::new(0),
             error_codes: Mutex::new(BTreeMap::new()),
             failures: Mutex::new(Vec::new()),
@@ -177,6 +209,17 @@ impl Stats {
         self.error_codes.lock().unwrap().clone()
     }
 
+    /// A committer's last acknowledged offset of each of its partitions.
+    /// Committers sharing a partition overwrite each other's: the broker
+    /// applies their commits in an order this client cannot see.
+    pub fn report_last_committed(&self, offsets: &BTreeMap<i32, i64>) {
+        self.last_committed.lock().unwrap().extend(offsets);
+    }
+
+    pub fn last_committed(&self) -> BTreeMap<i32, i64> {
+        self.last_committed.lock().unwrap().clone()
+    }
+
     fn merge(&self, interval: &Latencies, total: &Latencies) {
         self.interval.lock().unwrap().add(interval);
         self.total.lock().unwrap().add(total);
@@ -225,6 +268,14 @@ impl Recorder {
         self.interval.end_to_end.saturating_record(micros);
         if measured {
             self.total.end_to_end.saturating_record(micros);
+        }
+    }
+
+    pub fn commit(&mut self, latency_ns: u64, measured: bool) {
+        let micros = Self::micros(latency_ns);
+        self.interval.commit.saturating_record(micros);
+        if measured {
+            self.total.commit.saturating_record(micros);
         }
     }
 

@@ -5,10 +5,17 @@
 //! and that the JSON result has the fields the docs promise. They assert
 //! counts, never timings: the machine is shared.
 //!
+//! The commit workload is checked against the broker's own state: the
+//! offsets read back with OffsetFetch (sent by this file's small raw
+//! client, on the protocol crate's codecs) must be the last ones committed.
+//!
 //! The broker binary is `$STELE_BIN`, or `target/debug/stele` of this
 //! workspace: `cargo test --workspace` builds it; alone, run
 //! `cargo build -p stele-broker` first.
 
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -310,4 +317,197 @@ fn contradictory_flags_are_refused_before_connecting() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--idempotent needs --acks all"));
+}
+
+/// The fields the commit workload adds to the JSON result.
+const COMMIT_FIELDS: &[&str] = &[
+    "group",
+    "committers",
+    "commitPartitions",
+    "inFlight",
+    "commits",
+    "commitOffsets",
+    "aggregatedCommitRate",
+    "aggregatedCommitOffsetRate",
+    "commitRate",
+    "commitOffsetRate",
+    "commitLatency50pct",
+    "commitLatency99pct",
+    "aggregatedCommitLatencyAvg",
+    "aggregatedCommitLatency50pct",
+    "aggregatedCommitLatency99pct",
+    "aggregatedCommitLatencyMax",
+    "lastCommittedOffsets",
+];
+
+/// Sends one request on a fresh connection and returns the decoded answer.
+fn raw_call(
+    bootstrap: &str,
+    api_key: protocol::messages::ApiKey,
+    version: i16,
+    body: protocol::messages::RequestKind,
+) -> protocol::messages::ResponseKind {
+    let mut stream = TcpStream::connect(bootstrap).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut header = protocol::messages::RequestHeader::default();
+    header.request_api_key = api_key as i16;
+    header.request_api_version = version;
+    header.correlation_id = 11;
+    header.client_id = Some(protocol::StrBytes::from_static_str("loadgen-test"));
+    let mut out = bytes::BytesMut::new();
+    protocol::encode_request(&mut out, &header, &body).unwrap();
+    stream.write_all(&out).unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut frame = vec![0; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut frame).unwrap();
+    let (correlation_id, body) = protocol::decode_response(bytes::Bytes::from(frame), api_key, version).unwrap();
+    assert_eq!(correlation_id, 11);
+    body
+}
+
+/// The committed offset of each of `partitions` of `topic` for `group`
+/// (OffsetFetch v7); -1 where none is committed.
+fn offset_fetch(bootstrap: &str, group: &str, topic: &str, partitions: &[i32]) -> BTreeMap<i32, i64> {
+    use protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use protocol::messages::{ApiKey, GroupId, OffsetFetchRequest, RequestKind, ResponseKind, TopicName};
+    use protocol::StrBytes;
+    let mut wanted = OffsetFetchRequestTopic::default();
+    wanted.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    wanted.partition_indexes = partitions.to_vec();
+    let mut request = OffsetFetchRequest::default();
+    request.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    request.topics = Some(vec![wanted]);
+    let ResponseKind::OffsetFetch(response) =
+        raw_call(bootstrap, ApiKey::OffsetFetch, 7, RequestKind::OffsetFetch(request))
+    else {
+        panic!("OffsetFetch answered with another API");
+    };
+    assert_eq!(response.error_code, 0, "OffsetFetch for group {group}: {response:?}");
+    let mut offsets = BTreeMap::new();
+    for answered in &response.topics {
+        for partition in &answered.partitions {
+            assert_eq!(partition.error_code, 0, "OffsetFetch {topic}-{}: {partition:?}", partition.partition_index);
+            offsets.insert(partition.partition_index, partition.committed_offset);
+        }
+    }
+    offsets
+}
+
+/// `lastCommittedOffsets` of a result, as partition -> offset.
+fn last_committed(json: &Value) -> BTreeMap<i32, i64> {
+    let object =
+        json["lastCommittedOffsets"].as_object().unwrap_or_else(|| panic!("no lastCommittedOffsets: {json:#}"));
+    object.iter().map(|(partition, offset)| (partition.parse().unwrap(), offset.as_i64().unwrap())).collect()
+}
+
+#[test]
+fn commits_are_answered_and_the_broker_holds_the_last_offset_sent() {
+    // Proves the commit workload gets every OffsetCommit answered without
+    // error with several committers pipelining, that its JSON result is
+    // complete, and that the offsets the broker holds afterwards (read
+    // back with OffsetFetch) are the last ones sent: offset n is the n-th
+    // commit of a committer, so 300 commits over 2 committers end at 150;
+    // a timed run ends where its JSON says it did.
+    let broker = Broker::start();
+    let counted = broker.run(&[
+        "commit",
+        "--topic",
+        "commits",
+        "--partitions",
+        "4",
+        "--committers",
+        "2",
+        "--commit-partitions",
+        "2",
+        "--in-flight",
+        "4",
+        "--records",
+        "300",
+        "--group",
+        "counted",
+    ]);
+    for field in RESULT_FIELDS.iter().chain(COMMIT_FIELDS) {
+        assert!(counted.get(field).is_some(), "commit result lacks {field}: {counted:#}");
+    }
+    assert_eq!(counted["workload"], "commit");
+    assert_eq!(counted["group"], "counted");
+    assert_eq!(count(&counted, "commits"), 300);
+    assert_eq!(count(&counted, "commitOffsets"), 600, "two partitions per commit");
+    assert_eq!(count(&counted, "messagesProduced"), 0);
+    assert_eq!(counted["failures"], Value::Array(vec![]));
+    assert!(counted["aggregatedCommitRate"].as_f64().is_some_and(|rate| rate > 0.0), "{counted:#}");
+    assert!(counted["aggregatedCommitLatency50pct"].as_f64().is_some_and(|ms| ms > 0.0), "{counted:#}");
+    let expected: BTreeMap<i32, i64> = (0..4).map(|partition| (partition, 150)).collect();
+    assert_eq!(last_committed(&counted), expected);
+    assert_eq!(offset_fetch(&broker.bootstrap, "counted", "commits", &[0, 1, 2, 3]), expected);
+
+    let timed = broker.run(&[
+        "commit",
+        "--topic",
+        "commits",
+        "--committers",
+        "3",
+        "--in-flight",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--group",
+        "timed",
+    ]);
+    assert_eq!(timed["failures"], Value::Array(vec![]));
+    let last = last_committed(&timed);
+    assert_eq!(last.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2], "one partition per committer");
+    assert!(last.values().all(|&offset| offset > 0), "{timed:#}");
+    assert_eq!(offset_fetch(&broker.bootstrap, "timed", "commits", &[0, 1, 2]), last);
+}
+
+#[test]
+fn a_commit_refused_by_the_broker_fails_the_run_naming_the_code() {
+    // Proves a non-zero error code in an OffsetCommit answer fails the
+    // run (exit status, message with Kafka's name for the code): a simple
+    // commit to a group that has members is refused by the coordinator.
+    // The group is given a member with a raw JoinGroup first.
+    use protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use protocol::messages::{ApiKey, GroupId, JoinGroupRequest, RequestKind, ResponseKind};
+    use protocol::StrBytes;
+    let broker = Broker::start();
+    let mut join = JoinGroupRequest::default();
+    join.group_id = GroupId(StrBytes::from_static_str("has-members"));
+    join.session_timeout_ms = 30_000;
+    join.rebalance_timeout_ms = 30_000;
+    join.member_id = StrBytes::from_static_str("");
+    join.protocol_type = StrBytes::from_static_str("consumer");
+    let mut protocol = JoinGroupRequestProtocol::default();
+    protocol.name = StrBytes::from_static_str("range");
+    protocol.metadata = bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    join.protocols = vec![protocol];
+    // v3: joins at once, without the MEMBER_ID_REQUIRED round trip.
+    let ResponseKind::JoinGroup(joined) =
+        raw_call(&broker.bootstrap, ApiKey::JoinGroup, 3, RequestKind::JoinGroup(join))
+    else {
+        panic!("JoinGroup answered with another API");
+    };
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let (ok, text, json) = broker.loadgen(&[
+        "commit",
+        "--topic",
+        "refused",
+        "--partitions",
+        "1",
+        "--records",
+        "5",
+        "--group",
+        "has-members",
+    ]);
+    assert!(!ok, "a refused commit must fail the run:\n{text}");
+    assert!(text.contains("refused-0"), "names the partition:\n{text}");
+    assert!(
+        text.contains("IllegalGeneration (22)") || text.contains("UnknownMemberId (25)"),
+        "names the code:\n{text}"
+    );
+    let failures = json.expect("a JSON result")["failures"].as_array().cloned().unwrap_or_default();
+    assert!(!failures.is_empty(), "the JSON lists the failure");
 }
