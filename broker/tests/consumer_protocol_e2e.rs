@@ -219,3 +219,53 @@ fn a_silent_member_is_evicted_and_its_partitions_move() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_member_keeps_its_epoch_and_assignment_across_a_broker_restart() {
+    // Proves the consumer group is durable: after a clean restart the
+    // member's next heartbeat with its epoch is accepted (not fenced),
+    // ConsumerGroupDescribe shows it with the same epoch and partitions,
+    // and a second member joining still gets a share (the group epoch
+    // went on from where it was).
+    let (mut broker, _config) = start_broker();
+    create_topic(&broker, "durable-group", 2, &[]);
+    let heartbeat = |broker: &Broker, request: &ConsumerGroupHeartbeatRequest| match raw_call(
+        broker,
+        ApiKey::ConsumerGroupHeartbeat,
+        1,
+        RequestKind::ConsumerGroupHeartbeat(request.clone()),
+    ) {
+        ResponseKind::ConsumerGroupHeartbeat(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let mut request = ConsumerGroupHeartbeatRequest::default();
+    request.group_id = GroupId(StrBytes::from_static_str("kept"));
+    request.member_id = StrBytes::from_static_str("kept-member-0123456789ab");
+    request.rebalance_timeout_ms = 60_000;
+    request.subscribed_topic_names = Some(vec![TopicName(StrBytes::from_static_str("durable-group"))]);
+    request.topic_partitions = Some(Vec::new());
+    let joined = heartbeat(&broker, &request);
+    assert_eq!((joined.error_code, joined.member_epoch), (0, 1));
+    assert!(broker.stop());
+    broker.restart();
+
+    let described = describe(&broker, "kept");
+    assert_eq!((described.error_code, described.group_epoch, described.members.len()), (0, 1, 1), "{described:?}");
+    assert_eq!(described.members[0].member_epoch, 1);
+    assert_eq!(described.members[0].assignment.topic_partitions[0].partitions, vec![0, 1]);
+    request.member_epoch = 1;
+    request.subscribed_topic_names = None;
+    request.rebalance_timeout_ms = -1;
+    request.topic_partitions = None;
+    let again = heartbeat(&broker, &request);
+    assert_eq!((again.error_code, again.member_epoch), (0, 1), "not fenced after the restart: {again:?}");
+
+    let mut second = ConsumerGroupHeartbeatRequest::default();
+    second.group_id = GroupId(StrBytes::from_static_str("kept"));
+    second.member_id = StrBytes::from_static_str("kept-member-second-0000");
+    second.rebalance_timeout_ms = 60_000;
+    second.subscribed_topic_names = Some(vec![TopicName(StrBytes::from_static_str("durable-group"))]);
+    second.topic_partitions = Some(Vec::new());
+    let joined = heartbeat(&broker, &second);
+    assert_eq!((joined.error_code, joined.member_epoch), (0, 2), "the group epoch continues: {joined:?}");
+}

@@ -14,6 +14,12 @@ use protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// A broker whose groups form at once (no initial rebalance delay).
+fn start_broker() -> (Broker, tempfile::TempDir) {
+    let (dir, config) = config_file("[groups]\n\"group.initial.rebalance.delay.ms\" = 0\n");
+    (Broker::start_with(2, &["--config", &config]), dir)
+}
+
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_owned())
 }
@@ -106,34 +112,9 @@ fn offset_delete(broker: &Broker, group: &str, topic: &str, partitions: &[i32]) 
     }
 }
 
-fn simple_commit(broker: &Broker, group: &str, topic: &str, offset: i64) {
-    let mut commit = OffsetCommitRequest::default();
-    commit.group_id = GroupId(text(group));
-    commit.generation_id_or_member_epoch = -1;
-    let mut wanted = offset_commit_request::OffsetCommitRequestTopic::default();
-    wanted.name = TopicName(text(topic));
-    let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
-    p.committed_offset = offset;
-    wanted.partitions.push(p);
-    commit.topics = vec![wanted];
-    match raw_call(broker, ApiKey::OffsetCommit, 8, RequestKind::OffsetCommit(commit)) {
-        ResponseKind::OffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0),
-        other => panic!("{other:?}"),
-    }
-}
-
 /// Partition 0's committed offset of `topic` in `group`, -1 for none.
 fn committed_offset(broker: &Broker, group: &str, topic: &str) -> i64 {
-    let mut fetch = OffsetFetchRequest::default();
-    fetch.group_id = GroupId(text(group));
-    let mut wanted = offset_fetch_request::OffsetFetchRequestTopic::default();
-    wanted.name = TopicName(text(topic));
-    wanted.partition_indexes = vec![0];
-    fetch.topics = Some(vec![wanted]);
-    match raw_call(broker, ApiKey::OffsetFetch, 5, RequestKind::OffsetFetch(fetch)) {
-        ResponseKind::OffsetFetch(r) => r.topics[0].partitions[0].committed_offset,
-        other => panic!("{other:?}"),
-    }
+    committed(broker, group, topic, &[0])[0].0
 }
 
 #[test]
@@ -144,10 +125,10 @@ fn groups_are_listed_described_and_deleted_durably() {
     // (v5) or GROUP_ID_NOT_FOUND (v6) for unknown groups; DeleteGroups
     // refuses the live group and deletes the empty one with its offsets,
     // and the deletion survives SIGTERM and kill -9.
-    let mut broker = Broker::start();
+    let (mut broker, _config) = start_broker();
     create_topic(&broker, "watched", 2, &[]);
     let member = stable_member(&broker, "admin-active", "watched", 2);
-    simple_commit(&broker, "admin-idle", "watched", 12);
+    assert_eq!(simple_commit(&broker, "admin-idle", "watched", &[(0, 12, None)]), vec![0]);
 
     let classic = |id: &str, protocol: &str, state: &str| {
         (id.to_string(), protocol.to_string(), state.to_string(), "classic".to_string())
@@ -169,6 +150,7 @@ fn groups_are_listed_described_and_deleted_durably() {
     assert_eq!(active.members.len(), 1);
     let described = &active.members[0];
     assert_eq!(described.client_id.as_str(), "admin-e2e-client");
+    assert_eq!(described.client_host.as_str(), "/127.0.0.1");
     assert!(!described.member_metadata.is_empty() && !described.member_assignment.is_empty());
     assert_ne!(active.authorized_operations, i32::MIN, "asked for");
     let unknown = describe(&broker, 5, "no-such-group");
@@ -197,7 +179,7 @@ fn offsets_of_unsubscribed_topics_are_deleted_durably() {
     // committed without subscribing, UNKNOWN_TOPIC_OR_PARTITION for an
     // unknown topic, GROUP_ID_NOT_FOUND for an unknown group; the deletion
     // survives a kill -9.
-    let mut broker = Broker::start();
+    let (mut broker, _config) = start_broker();
     create_topic(&broker, "subscribed", 1, &[]);
     create_topic(&broker, "elsewhere", 1, &[]);
     let member = stable_member(&broker, "deleter", "subscribed", 1);
