@@ -96,29 +96,7 @@ fi
 python="$venv/bin/python"
 
 # --- the broker: a fresh one per measurement ---------------------------------------
-# start_broker NAME [CONFIG_FILE]
-start_broker() {
-    local log="$run_dir/stele-$1.log" config=()
-    [ -n "${2:-}" ] && config=(--config "$2")
-    mkdir -p "$run_dir/data"
-    NO_COLOR=1 taskset -c "$broker_cpu" "$stele" "${config[@]}" --listen "127.0.0.1:$port" \
-        --data-dir "$run_dir/data" --shards 1 2>"$log" &
-    broker_pid=$!
-    for _ in $(seq 200); do
-        grep -q "ready: accepting Kafka clients" "$log" 2>/dev/null && return
-        kill -0 "$broker_pid" 2>/dev/null || { cat "$log" >&2; say "stele exited"; exit 1; }
-        sleep 0.1
-    done
-    say "stele did not become ready"
-    exit 1
-}
-
-stop_broker() {
-    kill "$broker_pid" 2>/dev/null || true
-    wait "$broker_pid" 2>/dev/null || true
-    broker_pid=""
-    rm -rf "$run_dir/data"
-}
+. "$root/scripts/lib/broker.sh"
 
 # The disk's fdatasync rate, on the (empty) data directory the broker is
 # about to use, on the broker's core.

@@ -91,26 +91,7 @@ wait "$iperf_server" 2>/dev/null || true
 # written at hundreds of MB/s) holds one workload's data at a time. Topics
 # use 64 MiB segments, which also bounds the broker's segment preallocation
 # (256 MiB steps by default: 25 GB for 100 partitions).
-start_broker() {
-    rm -rf "$run_dir/data"
-    NO_COLOR=1 taskset -c "$broker_cpu" "$stele" --listen "127.0.0.1:$port" --data-dir "$run_dir/data" --shards 1 \
-        2>"$run_dir/stele-$1.log" &
-    broker_pid=$!
-    for _ in $(seq 200); do
-        grep -q "ready: accepting Kafka clients" "$run_dir/stele-$1.log" 2>/dev/null && return
-        kill -0 "$broker_pid" 2>/dev/null || { cat "$run_dir/stele-$1.log" >&2; say "stele exited"; exit 1; }
-        sleep 0.1
-    done
-    say "stele did not become ready"
-    exit 1
-}
-
-stop_broker() {
-    kill "$broker_pid" 2>/dev/null || true
-    wait "$broker_pid" 2>/dev/null || true
-    broker_pid=""
-    rm -rf "$run_dir/data"
-}
+. "$root/scripts/lib/broker.sh"
 
 # Samples the broker's resident memory every 100 ms while a workload runs.
 rss_peak_kib() {

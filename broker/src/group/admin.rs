@@ -26,6 +26,8 @@ pub const STATE_DEAD: &str = "Dead";
 /// operation on a group (READ 3, DELETE 6, DESCRIBE 8), since Stele has no
 /// ACLs.
 pub const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+/// The authorized operations of a group when they were not asked for.
+pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
 /// One group as ListGroups reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

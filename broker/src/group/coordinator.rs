@@ -34,7 +34,7 @@ use super::config::GroupConfig;
 use super::consumer::{self, ConsumerGroup, ConsumerGroupConfig, HeartbeatError, HeartbeatRequest, HeartbeatResponse};
 use super::log_v1;
 use super::offsets::{OffsetStore, TopicPartition};
-use super::records::{self, GroupRecord, OffsetCommitRecord};
+use super::records::{self, GroupRecord};
 use crate::event::Event;
 use crate::internal_log::{self, InternalLog, OnDurable, SNAPSHOT_PAYLOAD_BYTES_MAX};
 use crate::shard::Shard;
@@ -169,7 +169,7 @@ impl GroupCoordinator {
         let mut state = Replayed::default();
         let migrated = legacy.map(|records| {
             for record in records {
-                state.apply(GroupRecord::OffsetCommit(legacy_commit(record)));
+                state.apply(GroupRecord::OffsetCommit(record));
             }
             log_v1::legacy_path(dir)
         });
@@ -793,18 +793,6 @@ fn estimated_bytes(record: &GroupRecord) -> usize {
             64 + group.group_id.len() + 40 * group.subscription_metadata.len() + members
         }
         _ => 64,
-    }
-}
-
-fn legacy_commit(record: log_v1::OffsetRecord) -> OffsetCommitRecord {
-    OffsetCommitRecord {
-        group: record.group,
-        topic: record.topic,
-        partition: record.partition,
-        offset: record.offset,
-        leader_epoch: record.leader_epoch,
-        metadata: record.metadata,
-        commit_timestamp_ms: record.commit_timestamp_ms,
     }
 }
 

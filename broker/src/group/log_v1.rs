@@ -8,6 +8,9 @@ use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 
+/// One committed offset as format 1 stored it: the fields of today's record.
+pub use super::records::OffsetCommitRecord as OffsetRecord;
+
 const LOG_FILE: &str = "offsets.log";
 const MAGIC: [u8; 4] = *b"SXCO";
 pub const FORMAT_VERSION: u16 = 1;
@@ -19,18 +22,6 @@ const FRAME_PAYLOAD_BYTES_MAX: usize = 64 << 20;
 const RECORD_OFFSET_COMMIT: u8 = 1;
 
 const _: () = assert!(FILE_HEADER_BYTES == MAGIC.len() + 2 + 2);
-
-/// One committed offset as format 1 stored it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OffsetRecord {
-    pub group: String,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: Option<String>,
-    pub commit_timestamp_ms: i64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetLogError {

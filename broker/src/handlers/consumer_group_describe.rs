@@ -14,16 +14,16 @@ use crate::group::consumer::{ConsumerGroupDescription, DescribedTopicPartitions}
 use crate::group::{admin, coordinator_shard};
 use crate::shard::Shard;
 
-/// "Authorized operations were not asked for".
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
-
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
-    let operations =
-        if request.include_authorized_operations { admin::GROUP_OPERATIONS_ALL } else { OPERATIONS_NOT_REQUESTED };
+    let operations = if request.include_authorized_operations {
+        admin::GROUP_OPERATIONS_ALL
+    } else {
+        admin::OPERATIONS_NOT_REQUESTED
+    };
     let lookups = request.group_ids.into_iter().map(|group_id| async move {
         let id = group_id.0.to_string();
         let target = coordinator_shard(&id, shard.count);

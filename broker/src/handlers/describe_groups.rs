@@ -13,12 +13,12 @@ use super::str_bytes;
 use crate::group::{admin, coordinator_shard};
 use crate::shard::Shard;
 
-/// DescribeGroups' value for "authorized operations were not asked for".
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
-
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
-    let operations =
-        if request.include_authorized_operations { admin::GROUP_OPERATIONS_ALL } else { OPERATIONS_NOT_REQUESTED };
+    let operations = if request.include_authorized_operations {
+        admin::GROUP_OPERATIONS_ALL
+    } else {
+        admin::OPERATIONS_NOT_REQUESTED
+    };
     let lookups = request.groups.into_iter().map(|group_id| async move {
         let id = group_id.0.to_string();
         let target = coordinator_shard(&id, shard.count);
