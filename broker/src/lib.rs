@@ -11,7 +11,9 @@
 //!   onto engine settings; the one place those spellings live.
 //! - [`metadata`]: cluster metadata (topics, partitions, placement) and its
 //!   durable metadata log.
-//! - [`producer_state`]: idempotent producers' sequence tracking per partition.
+//! - [`producer_state`]: idempotent and transactional producers' state per
+//!   partition: sequences, epochs, ongoing transactions, snapshots.
+//! - [`aborted_index`]: a partition's durable aborted-transaction index.
 //! - [`server`]: startup checks, the shards' lifecycle, graceful shutdown.
 //! - [`shard`]: one executor's state and `invoke_on` between shards.
 //! - [`controller`]: the metadata writer on shard 0 and snapshot publishing.
@@ -21,9 +23,11 @@
 //! - [`internal_log`]: a coordinator's durable, compacted state log on the
 //!   engine (consumer group offsets and metadata).
 //! - `flatbuf`: the macros that declare hand-written flatbuffers tables.
-//! - [`partition`]: a partition's log plus Kafka's produce rules.
+//! - [`partition`]: a partition's log plus Kafka's produce rules, transaction
+//!   markers and the last stable offset.
 #![deny(unsafe_code)]
 
+pub mod aborted_index;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -1,29 +1,40 @@
-//! Idempotent producers' state for one partition: Kafka's `ProducerStateManager`,
-//! without transactions.
+//! Idempotent and transactional producers' state for one partition: Kafka's
+//! `ProducerStateManager` and `ProducerAppendInfo`.
 //!
 //! One [`ProducerStateTable`] per partition, owned by the shard that owns the
 //! partition, so it has no locks. For every producer id it keeps the current
-//! producer epoch and the metadata of the last [`NUM_BATCHES_TO_RETAIN`]
-//! appended batches. With it the broker:
+//! producer epoch, the coordinator epoch of its last transaction marker, the
+//! first offset of its ongoing transaction on this partition (if any) and the
+//! metadata of the last [`NUM_BATCHES_TO_RETAIN`] appended batches. With it
+//! the broker:
 //! - answers a retried batch (same epoch, same first and last sequence as one
 //!   of the retained batches) with the offsets it got the first time, appending
 //!   nothing ([`SequenceCheck::Duplicate`]);
 //! - fences zombies with an older epoch (INVALID_PRODUCER_EPOCH, 47);
-//! - refuses gaps and reorderings (OUT_OF_ORDER_SEQUENCE_NUMBER, 45).
+//! - refuses gaps and reorderings (OUT_OF_ORDER_SEQUENCE_NUMBER, 45);
+//! - refuses a non-transactional batch from a producer with an ongoing
+//!   transaction (INVALID_TXN_STATE, 48);
+//! - tracks ongoing transactions (a transactional batch from a producer with
+//!   none starts one at its base offset) and ends them at COMMIT/ABORT
+//!   markers ([`ProducerStateTable::record_marker`]), which gives the first
+//!   unstable offset, and so the last stable offset (LSO).
 //!
-//! The table holds no state that is not in the log: replaying every data
-//! batch's header through [`ProducerStateTable::record`] in offset order
-//! rebuilds it exactly, so there is no snapshot file (a restart pays one scan).
-//!
-//! Transactional batches get the same epoch and sequence checks; transaction
-//! state (ongoing transactions, markers, the last stable offset) is not kept
-//! here, and control batches must not be passed in.
+//! The table holds no state that is not in the log: replaying every batch's
+//! header (data batches through [`ProducerStateTable::record`], markers
+//! through [`ProducerStateTable::record_marker`]) in offset order rebuilds it
+//! exactly. Because a transaction may have started arbitrarily far back, the
+//! partition also saves the table as a snapshot ([`ProducerStateTable::encode_snapshot`],
+//! format in docs/storage.md) and replays only what follows it.
 //!
 //! Invariants kept here:
-//! - an entry exists only after at least one batch was recorded, so it always
-//!   holds between 1 and [`NUM_BATCHES_TO_RETAIN`] batches;
-//! - all retained batches of a producer carry the entry's epoch (a new epoch
-//!   clears them), oldest first, with strictly increasing offsets.
+//! - an entry with retained batches holds between 1 and
+//!   [`NUM_BATCHES_TO_RETAIN`] of them, all of the entry's epoch, oldest
+//!   first, with strictly increasing offsets; an entry may hold none when a
+//!   marker created it or bumped its epoch (as in Kafka);
+//! - `ongoing` holds exactly the (first offset, producer id) of every entry
+//!   whose `current_txn_first_offset` is set: at most one per producer;
+//! - `unreplicated` holds transactions ended by a marker that may not yet lie
+//!   below the high watermark; they stay unstable until it does.
 //!
 //! Behaviour verified against Apache Kafka's trunk (`ProducerAppendInfo`,
 //! `ProducerStateEntry`, `ProducerStateManager`, `UnifiedLog`,
@@ -34,14 +45,32 @@
 //!   sequence check with OUT_OF_ORDER_SEQUENCE_NUMBER (DUPLICATE_SEQUENCE_NUMBER
 //!   is no longer sent by Kafka's produce path);
 //! - since Kafka 2.7 a stale epoch on produce is INVALID_PRODUCER_EPOCH (47),
-//!   not PRODUCER_FENCED;
+//!   never PRODUCER_FENCED, at every Produce version (`checkProducerEpoch`);
 //! - a producer id with no state is accepted at any sequence (KIP-360), so the
-//!   broker never answers UNKNOWN_PRODUCER_ID (59) to a produce;
+//!   broker never answers UNKNOWN_PRODUCER_ID (59) to a produce; an entry
+//!   that a marker left without batches accepts only sequence 0 at its epoch
+//!   (`checkSequence` compares with NO_SEQUENCE);
 //! - an idempotent batch with a negative base sequence is INVALID_RECORD (87);
-//! - current Kafka no longer forgets producers when the log start offset moves
-//!   (KAFKA-7190); it only expires those idle for `producer.id.expiration.ms`.
+//! - only a non-transactional batch during an ongoing transaction is
+//!   INVALID_TXN_STATE; a transactional batch with no ongoing transaction
+//!   starts one (`appendDataBatch`);
+//! - a marker is checked like a batch for its producer epoch (older than the
+//!   current one: INVALID_PRODUCER_EPOCH; TV0/TV1 accept an equal one) and
+//!   for its coordinator epoch (older than the last marker's:
+//!   TRANSACTION_COORDINATOR_FENCED, 52); it then sets the producer's epoch
+//!   (a higher one clears the retained batches and fences the old epoch),
+//!   coordinator epoch and last timestamp, and ends the ongoing transaction
+//!   if there is one; a marker with none is still written, and completes
+//!   nothing (`appendEndTxnMarker`);
+//! - the aborted-transaction index entry records the first offset of the next
+//!   ongoing transaction of another producer, or the marker offset + 1
+//!   (`ProducerStateManager.lastStableOffset`);
+//! - producers with an ongoing transaction never expire
+//!   (`isProducerExpired`); current Kafka no longer forgets producers when
+//!   the log start offset moves (KAFKA-7190), and keeps their ongoing
+//!   transactions (the LSO is then held at the log start offset).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use protocol::record_batch::header::{
     ATTRIBUTES_POS, BASE_SEQUENCE_POS, HEADER_BYTES, LAST_OFFSET_DELTA_POS, PRODUCER_EPOCH_POS, PRODUCER_ID_POS,
@@ -57,10 +86,13 @@ pub const NUM_BATCHES_TO_RETAIN: usize = 5;
 pub const NO_PRODUCER_ID: i64 = -1;
 
 /// The epoch Kafka uses for "no epoch known".
-const NO_PRODUCER_EPOCH: i16 = -1;
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+
+/// The coordinator epoch of a producer that no marker was written for yet.
+pub const NO_COORDINATOR_EPOCH: i32 = -1;
 
 /// The sequence Kafka uses for "no sequence" (non-idempotent and control batches).
-const NO_SEQUENCE: i32 = -1;
+pub const NO_SEQUENCE: i32 = -1;
 
 /// Kafka's default for the broker setting `producer.id.expiration.ms` (one
 /// day), for callers of [`ProducerStateTable::remove_expired`].
@@ -137,15 +169,49 @@ pub enum SequenceCheck {
     Reject { error: ErrorCode, reason: String },
 }
 
-/// Per-partition idempotent producer state. See the module docs.
+/// A transaction ended by a marker on this partition (Kafka's `CompletedTxn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    /// Offset of the transaction's first batch on this partition.
+    pub first_offset: i64,
+    /// Offset of the marker that ended it.
+    pub last_offset: i64,
+    pub is_aborted: bool,
+    /// What an aborted-transaction index entry records as the LSO when the
+    /// marker was written: the first offset of another producer's ongoing
+    /// transaction, or the marker offset + 1 (Kafka's `lastStableOffset(txn)`).
+    pub last_stable_offset: i64,
+}
+
+/// One producer as DescribeProducers (KIP-664) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence of the last retained batch, -1 when none is retained.
+    pub last_sequence: i32,
+    /// Max timestamp of the newest batch, or the newest marker's timestamp.
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// First offset of the ongoing transaction, -1 when none.
+    pub current_txn_start_offset: i64,
+}
+
+/// Per-partition producer state. See the module docs.
 #[derive(Debug, Default, Clone)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// Ongoing transactions: first offset → producer id.
+    ongoing: BTreeMap<i64, i64>,
+    /// Ended transactions whose marker may still be at or above the high
+    /// watermark: first offset → (producer id, marker offset).
+    unreplicated: BTreeMap<i64, (i64, i64)>,
 }
 
 impl ProducerStateTable {
     pub fn new() -> Self {
-        ProducerStateTable { producers: HashMap::new() }
+        ProducerStateTable::default()
     }
 
     /// Checks a batch before it is appended. Must be called and followed by
@@ -153,24 +219,7 @@ impl ProducerStateTable {
     /// For a Produce request carrying several batches for one partition, use
     /// [`ProducerStateTable::check_record_set`] instead.
     pub fn check(&self, batch: &BatchIdentity) -> SequenceCheck {
-        if !batch.is_idempotent() {
-            return SequenceCheck::Append;
-        }
-        if let Some(reject) = reject_negative_sequence(batch) {
-            return reject;
-        }
-        let Some(entry) = self.producers.get(&batch.producer_id) else {
-            // Kafka (since KIP-360) accepts any sequence from a producer id it
-            // holds no state for: the state may have been lost to retention or
-            // expiry while the producer was idle, and refusing would make the
-            // producer fail for no fault of its own. UNKNOWN_PRODUCER_ID was
-            // the pre-2.5 answer and is no longer sent for produce.
-            return SequenceCheck::Append;
-        };
-        if let Some(duplicate) = entry.find_duplicate(batch) {
-            return duplicate;
-        }
-        entry.validate(batch)
+        self.check_record_set(std::slice::from_ref(batch))
     }
 
     /// Checks all batches of one partition's record set, in order, as Kafka
@@ -196,9 +245,12 @@ impl ProducerStateTable {
             let index = match pending.iter().position(|(producer_id, _)| *producer_id == batch.producer_id) {
                 Some(index) => index,
                 None => {
-                    // An unknown producer starts from an entry with no batches,
-                    // which `validate` accepts at any sequence, as `check` does.
-                    let entry = committed.cloned().unwrap_or_else(|| ProducerEntry::new(batch.producer_epoch));
+                    // Kafka (since KIP-360) accepts any sequence from a
+                    // producer id it holds no state for: the state may have
+                    // been lost to retention or expiry while the producer was
+                    // idle. An entry with no epoch constrains nothing, which
+                    // is how `validate` treats this scratch entry.
+                    let entry = committed.cloned().unwrap_or_else(|| ProducerEntry::new(NO_PRODUCER_EPOCH));
                     pending.push((batch.producer_id, entry));
                     pending.len() - 1
                 }
@@ -207,14 +259,41 @@ impl ProducerStateTable {
             if let reject @ SequenceCheck::Reject { .. } = entry.validate(batch) {
                 return reject;
             }
+            if entry.current_txn_first_offset.is_some() && !batch.is_transactional {
+                return reject(
+                    ErrorCode::InvalidTxnState,
+                    format!(
+                        "producer {}: a non-transactional batch while its transaction from offset {} is ongoing",
+                        batch.producer_id,
+                        entry.current_txn_first_offset.unwrap_or(-1)
+                    ),
+                );
+            }
             entry.add_batch(batch.producer_epoch, BatchMetadata::pending(batch));
+            if batch.is_transactional && entry.current_txn_first_offset.is_none() {
+                // Scratch only: the real first offset is known once appended.
+                entry.current_txn_first_offset = Some(0);
+            }
         }
         SequenceCheck::Append
     }
 
+    /// Whether appending `batch` would start a transaction on this partition
+    /// (a transactional batch from a producer with no ongoing transaction here
+    /// at the batch's epoch): the moment KIP-890 asks the transaction
+    /// coordinator whether the partition is part of the producer's transaction.
+    pub fn starts_transaction(&self, batch: &BatchIdentity) -> bool {
+        batch.is_transactional
+            && !self.producers.get(&batch.producer_id).is_some_and(|entry| {
+                entry.current_txn_first_offset.is_some() && entry.producer_epoch == batch.producer_epoch
+            })
+    }
+
     /// Records an appended batch (also used to rebuild the table by replaying
     /// the log's batch headers in order after a restart or crash). Does not
-    /// validate: the log is the truth. Non-idempotent batches are ignored.
+    /// validate: the log is the truth. Non-idempotent batches are ignored. A
+    /// transactional batch from a producer with no ongoing transaction starts
+    /// one at `base_offset`.
     pub fn record(&mut self, batch: &BatchIdentity, base_offset: i64, max_timestamp: i64) {
         if !batch.is_idempotent() {
             return;
@@ -244,26 +323,130 @@ impl ProducerStateTable {
             max_timestamp,
         };
         entry.add_batch(batch.producer_epoch, metadata);
+        entry.last_timestamp = max_timestamp;
+        if batch.is_transactional && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(base_offset);
+            let previous = self.ongoing.insert(base_offset, batch.producer_id);
+            assert!(previous.is_none(), "two transactions start at offset {base_offset}: {previous:?}");
+        }
     }
 
-    /// Forgets producers whose newest batch is below the log start offset
-    /// (after retention or DeleteRecords), so that the table equals what a
-    /// replay of the remaining log would rebuild. Such a producer's next batch
-    /// is then accepted at any sequence (see `check`): it loses duplicate
-    /// detection, never its ability to write. Note that Kafka since
-    /// KAFKA-7190 keeps such producers in memory until they expire; this
-    /// keeps a restart and a live broker deciding alike instead.
-    pub fn remove_before(&mut self, log_start_offset: i64) {
-        self.producers.retain(|_, entry| entry.newest().is_some_and(|newest| newest.last_offset >= log_start_offset));
+    /// Checks a COMMIT/ABORT marker before it is appended, as Kafka's
+    /// `appendEndTxnMarker` does for a marker from the coordinator: an epoch
+    /// older than the producer's is INVALID_PRODUCER_EPOCH, a coordinator
+    /// epoch older than the last marker's is TRANSACTION_COORDINATOR_FENCED.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if producer_epoch < entry.producer_epoch {
+            return Err((
+                ErrorCode::InvalidProducerEpoch,
+                format!(
+                    "producer {producer_id}: marker epoch {producer_epoch} is older than the current epoch {}",
+                    entry.producer_epoch
+                ),
+            ));
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err((
+                ErrorCode::TransactionCoordinatorFenced,
+                format!(
+                    "producer {producer_id}: coordinator epoch {coordinator_epoch} is older than {} (a zombie coordinator)",
+                    entry.coordinator_epoch
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records an appended COMMIT/ABORT marker at `offset` (also on replay):
+    /// sets the producer's epoch (a new one clears its batches), coordinator
+    /// epoch and last timestamp, and ends its ongoing transaction, returned
+    /// as the completed transaction. A marker for a producer with no ongoing
+    /// transaction completes nothing. Does not validate.
+    pub fn record_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        offset: i64,
+        timestamp: i64,
+    ) -> Option<CompletedTxn> {
+        let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry::new(NO_PRODUCER_EPOCH));
+        if let Some(newest) = entry.newest() {
+            assert!(
+                offset > newest.last_offset,
+                "producer {producer_id}: marker offset {offset} not above its last batch's {}",
+                newest.last_offset
+            );
+        }
+        if producer_epoch != entry.producer_epoch {
+            entry.producer_epoch = producer_epoch;
+            entry.batches_len = 0;
+        }
+        entry.coordinator_epoch = coordinator_epoch;
+        entry.last_timestamp = timestamp;
+        let first_offset = entry.current_txn_first_offset.take()?;
+        assert!(
+            first_offset < offset,
+            "producer {producer_id}: marker {offset} not above its first offset {first_offset}"
+        );
+        let removed = self.ongoing.remove(&first_offset);
+        assert_eq!(removed, Some(producer_id), "ongoing transaction at {first_offset} is not producer {producer_id}'s");
+        self.unreplicated.insert(first_offset, (producer_id, offset));
+        // `ongoing` now holds only other producers' transactions.
+        let last_stable_offset = self.ongoing.keys().next().copied().unwrap_or(offset + 1);
+        Some(CompletedTxn { producer_id, first_offset, last_offset: offset, is_aborted: !commit, last_stable_offset })
+    }
+
+    /// The first offset that is not yet stable: the first offset of the
+    /// oldest ongoing transaction, or of an ended one whose marker is not
+    /// yet below `high_watermark` (Kafka's `firstUnstableOffset`). Ended
+    /// transactions whose marker is below it are forgotten here.
+    pub fn first_unstable_offset(&mut self, high_watermark: i64) -> Option<i64> {
+        self.unreplicated.retain(|_, (_, marker_offset)| *marker_offset >= high_watermark);
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated = self.unreplicated.keys().next().copied();
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The first offset of the producer's ongoing transaction, if any.
+    pub fn ongoing_transaction(&self, producer_id: i64) -> Option<i64> {
+        self.producers.get(&producer_id).and_then(|entry| entry.current_txn_first_offset)
+    }
+
+    /// Number of ongoing transactions.
+    pub fn ongoing_len(&self) -> usize {
+        self.ongoing.len()
+    }
+
+    /// The log start offset moved (retention, DeleteRecords): ended
+    /// transactions whose marker lies below it are forgotten, as Kafka's
+    /// `onLogStartOffsetIncremented` does. Ongoing transactions and
+    /// producers stay (KAFKA-7190); the LSO is held at the log start.
+    pub fn on_log_start_moved(&mut self, log_start_offset: i64) {
+        self.unreplicated.retain(|_, (_, marker_offset)| *marker_offset >= log_start_offset);
     }
 
     /// Forgets producers idle for at least `producer_id_expiration_ms`
     /// (Kafka's `producer.id.expiration.ms`), measured, as Kafka does, from
-    /// the max timestamp of their newest batch. This is what bounds the
-    /// table's size; call it periodically (Kafka: every 10 minutes).
+    /// their last timestamp (newest batch or marker); a producer with an
+    /// ongoing transaction never expires. This is what bounds the table's
+    /// size; call it periodically (Kafka: every 10 minutes).
     pub fn remove_expired(&mut self, now_ms: i64, producer_id_expiration_ms: i64) {
         self.producers.retain(|_, entry| {
-            entry.newest().is_some_and(|newest| now_ms.saturating_sub(newest.max_timestamp) < producer_id_expiration_ms)
+            entry.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(entry.last_timestamp) < producer_id_expiration_ms
         });
     }
 
@@ -276,12 +459,143 @@ impl ProducerStateTable {
         self.producers.is_empty()
     }
 
-    /// The current epoch and last appended sequence of a producer, if tracked.
+    /// The current epoch and last appended sequence of a producer, if tracked
+    /// with at least one retained batch.
     pub fn last_sequence(&self, producer_id: i64) -> Option<(i16, i32)> {
         let entry = self.producers.get(&producer_id)?;
         entry.newest().map(|newest| (entry.producer_epoch, newest.last_sequence))
     }
+
+    /// Every tracked producer, by producer id (DescribeProducers).
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        let mut summaries: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(producer_id, entry)| ProducerSummary {
+                producer_id: *producer_id,
+                producer_epoch: entry.producer_epoch,
+                last_sequence: entry.newest().map_or(NO_SEQUENCE, |newest| newest.last_sequence),
+                last_timestamp: entry.last_timestamp,
+                coordinator_epoch: entry.coordinator_epoch,
+                current_txn_start_offset: entry.current_txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        summaries.sort_by_key(|summary| summary.producer_id);
+        summaries
+    }
+
+    /// The table as a snapshot file's bytes, stating everything appended
+    /// below `snapshot_offset` (format: docs/storage.md, "Producer state
+    /// snapshot"). Ended transactions still waiting for the high watermark
+    /// are not saved: the caller writes the file only once everything below
+    /// `snapshot_offset` is durable, which makes them stable.
+    pub fn encode_snapshot(&self, snapshot_offset: i64) -> Vec<u8> {
+        let mut ids: Vec<&i64> = self.producers.keys().collect();
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + ids.len() * SNAPSHOT_ENTRY_BYTES_MAX + 4);
+        out.extend_from_slice(&SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes());
+        out.extend_from_slice(&snapshot_offset.to_be_bytes());
+        out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+        for producer_id in ids {
+            let entry = &self.producers[producer_id];
+            out.extend_from_slice(&producer_id.to_be_bytes());
+            out.extend_from_slice(&entry.producer_epoch.to_be_bytes());
+            out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
+            out.extend_from_slice(&entry.last_timestamp.to_be_bytes());
+            out.extend_from_slice(&entry.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
+            out.push(entry.batches_len as u8);
+            for batch in entry.retained() {
+                out.extend_from_slice(&batch.first_sequence.to_be_bytes());
+                out.extend_from_slice(&batch.last_sequence.to_be_bytes());
+                out.extend_from_slice(&batch.first_offset.to_be_bytes());
+                out.extend_from_slice(&batch.last_offset.to_be_bytes());
+                out.extend_from_slice(&batch.max_timestamp.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Reads a snapshot written by [`ProducerStateTable::encode_snapshot`]:
+    /// the table and its snapshot offset. Any damage (magic, version,
+    /// length, CRC, an impossible field) is an error naming it.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerStateTable), String> {
+        if bytes.len() < SNAPSHOT_HEADER_BYTES + 4 {
+            return Err(format!("{} bytes is shorter than a snapshot header", bytes.len()));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32c::crc32c(body).to_be_bytes() != crc {
+            return Err("CRC32C mismatch".into());
+        }
+        if body[..4] != SNAPSHOT_MAGIC {
+            return Err(format!("bad magic {:?}", &body[..4]));
+        }
+        let version = u16::from_be_bytes(fixed(body, 4));
+        if version != SNAPSHOT_VERSION {
+            return Err(format!("unknown version {version}"));
+        }
+        let snapshot_offset = i64::from_be_bytes(fixed(body, 8));
+        let count = u32::from_be_bytes(fixed(body, 16)) as usize;
+        let mut table = ProducerStateTable::new();
+        let mut position = SNAPSHOT_HEADER_BYTES;
+        for _ in 0..count {
+            let fixed_end = position + SNAPSHOT_ENTRY_FIXED_BYTES;
+            if fixed_end > body.len() {
+                return Err(format!("entry at byte {position} runs past the end"));
+            }
+            let producer_id = i64::from_be_bytes(fixed(body, position));
+            let producer_epoch = i16::from_be_bytes(fixed(body, position + 8));
+            let coordinator_epoch = i32::from_be_bytes(fixed(body, position + 10));
+            let last_timestamp = i64::from_be_bytes(fixed(body, position + 14));
+            let txn_first_offset = i64::from_be_bytes(fixed(body, position + 22));
+            let batches_len = usize::from(body[position + 30]);
+            if batches_len > NUM_BATCHES_TO_RETAIN || fixed_end + batches_len * SNAPSHOT_BATCH_BYTES > body.len() {
+                return Err(format!("entry at byte {position}: {batches_len} batches do not fit"));
+            }
+            let mut entry = ProducerEntry::new(producer_epoch);
+            entry.coordinator_epoch = coordinator_epoch;
+            entry.last_timestamp = last_timestamp;
+            position = fixed_end;
+            for _ in 0..batches_len {
+                entry.add_batch(
+                    producer_epoch,
+                    BatchMetadata {
+                        first_sequence: i32::from_be_bytes(fixed(body, position)),
+                        last_sequence: i32::from_be_bytes(fixed(body, position + 4)),
+                        first_offset: i64::from_be_bytes(fixed(body, position + 8)),
+                        last_offset: i64::from_be_bytes(fixed(body, position + 16)),
+                        max_timestamp: i64::from_be_bytes(fixed(body, position + 24)),
+                    },
+                );
+                position += SNAPSHOT_BATCH_BYTES;
+            }
+            if txn_first_offset >= 0 {
+                if table.ongoing.insert(txn_first_offset, producer_id).is_some() {
+                    return Err(format!("two transactions start at offset {txn_first_offset}"));
+                }
+                entry.current_txn_first_offset = Some(txn_first_offset);
+            }
+            if table.producers.insert(producer_id, entry).is_some() {
+                return Err(format!("producer {producer_id} appears twice"));
+            }
+        }
+        if position != body.len() {
+            return Err(format!("{} bytes after the last entry", body.len() - position));
+        }
+        Ok((snapshot_offset, table))
+    }
 }
+
+/// Producer state snapshot layout (docs/storage.md).
+const SNAPSHOT_MAGIC: [u8; 4] = *b"SXPS";
+const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_HEADER_BYTES: usize = 20;
+const SNAPSHOT_ENTRY_FIXED_BYTES: usize = 31;
+const SNAPSHOT_BATCH_BYTES: usize = 32;
+const SNAPSHOT_ENTRY_BYTES_MAX: usize = SNAPSHOT_ENTRY_FIXED_BYTES + NUM_BATCHES_TO_RETAIN * SNAPSHOT_BATCH_BYTES;
 
 /// What is kept of one appended batch (Kafka's `BatchMetadata`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,17 +627,32 @@ impl BatchMetadata {
     }
 }
 
-/// One producer's state: its epoch and its newest batches, oldest first.
+/// One producer's state: its epoch, its newest batches (oldest first) and
+/// its transaction on this partition.
 #[derive(Debug, Clone)]
 struct ProducerEntry {
     producer_epoch: i16,
     batches: [BatchMetadata; NUM_BATCHES_TO_RETAIN],
     batches_len: usize,
+    /// Of the last marker written for this producer.
+    coordinator_epoch: i32,
+    /// Max timestamp of the newest batch, or the newest marker's timestamp:
+    /// what expiry is measured from.
+    last_timestamp: i64,
+    /// First offset of the ongoing transaction on this partition.
+    current_txn_first_offset: Option<i64>,
 }
 
 impl ProducerEntry {
     fn new(producer_epoch: i16) -> ProducerEntry {
-        ProducerEntry { producer_epoch, batches: [BatchMetadata::EMPTY; NUM_BATCHES_TO_RETAIN], batches_len: 0 }
+        ProducerEntry {
+            producer_epoch,
+            batches: [BatchMetadata::EMPTY; NUM_BATCHES_TO_RETAIN],
+            batches_len: 0,
+            coordinator_epoch: NO_COORDINATOR_EPOCH,
+            last_timestamp: -1,
+            current_txn_first_offset: None,
+        }
     }
 
     fn retained(&self) -> &[BatchMetadata] {
@@ -398,19 +727,17 @@ impl ProducerEntry {
                 ),
             );
         }
-        let Some(newest) = self.newest() else {
-            // Only `check_record_set`'s scratch entry for an unknown producer
-            // has no batches: any sequence, as for an unknown producer.
-            return SequenceCheck::Append;
-        };
-        if in_sequence(newest.last_sequence, batch.base_sequence) {
+        // An entry a marker created or moved to a new epoch holds no batches:
+        // like Kafka, its epoch's next sequence is then 0.
+        let last_sequence = self.newest().map_or(NO_SEQUENCE, |newest| newest.last_sequence);
+        if in_sequence(last_sequence, batch.base_sequence) {
             return SequenceCheck::Append;
         }
         reject(
             ErrorCode::OutOfOrderSequenceNumber,
             format!(
-                "producer {} epoch {}: sequence {} does not follow the last appended sequence {}",
-                batch.producer_id, batch.producer_epoch, batch.base_sequence, newest.last_sequence
+                "producer {} epoch {}: sequence {} does not follow the last appended sequence {last_sequence}",
+                batch.producer_id, batch.producer_epoch, batch.base_sequence
             ),
         )
     }
@@ -709,23 +1036,6 @@ mod tests {
             assert_eq!(rebuilt.check(&probe), live.check(&probe), "{probe:?}");
         }
         assert_eq!(rebuilt.len(), live.len());
-    }
-
-    #[test]
-    fn remove_before_drops_old_producers() {
-        // Producers whose newest batch lies wholly below the log start offset are forgotten.
-        let mut table = ProducerStateTable::new();
-        table.record(&BatchIdentity { producer_id: 1, ..batch(0, 0, 5) }, 0, 0);
-        table.record(&BatchIdentity { producer_id: 2, ..batch(0, 0, 5) }, 5, 0);
-        table.record(&BatchIdentity { producer_id: 1, ..batch(0, 5, 5) }, 10, 0);
-        table.remove_before(9);
-        assert_eq!(table.len(), 2);
-        table.remove_before(10);
-        assert_eq!(table.len(), 1);
-        assert_eq!(table.last_sequence(2), None);
-        assert_eq!(table.last_sequence(1), Some((0, 9)));
-        table.remove_before(15);
-        assert!(table.is_empty());
     }
 
     #[test]

@@ -5,20 +5,23 @@
 //!
 //! Fetch sessions (KIP-227) are answered session-less: session id 0 tells
 //! the client to keep sending full requests, which Kafka's clients accept.
-//! Stele has no transactions yet, so read_committed sees the same records
-//! as read_uncommitted and the last stable offset is the high watermark.
+//!
+//! isolation_level 1 (read_committed) reads only below the last stable
+//! offset and gets the aborted transactions overlapping what it read; its
+//! long poll ends when the LSO passes the fetch offset (a transaction
+//! ended), not when records merely arrive. Every partition answers its LSO.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::{join_all, select, select_all, Either};
-use protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use protocol::ErrorCode;
 
 use super::str_bytes;
-use crate::partition::{check_leader_epoch, FetchOutcome};
+use crate::partition::{check_leader_epoch, FetchOutcome, IsolationLevel};
 use crate::shard::{PartitionKey, Shard};
 
 /// The longest a fetch may wait, whatever the client asks.
@@ -32,6 +35,7 @@ struct Read {
     max_bytes: usize,
     /// -1, or the leader epoch the client believes current.
     leader_epoch: i32,
+    isolation: IsolationLevel,
 }
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchResponse {
@@ -41,6 +45,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
         return response;
     }
     let image = shard.metadata();
+    let isolation = IsolationLevel::from_wire(request.isolation_level);
     let mut per_shard: Vec<Vec<Read>> = (0..shard.count).map(|_| Vec::new()).collect();
     for (t, topic) in request.topics.iter().enumerate() {
         let meta =
@@ -58,6 +63,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                     offset: wanted.fetch_offset,
                     max_bytes: wanted.partition_max_bytes.max(0) as usize,
                     leader_epoch: wanted.current_leader_epoch,
+                    isolation,
                 }),
                 (None, _) if version >= 13 => partition.error_code = ErrorCode::UnknownTopicId.code(),
                 _ => partition.error_code = ErrorCode::UnknownTopicOrPartition.code(),
@@ -113,7 +119,7 @@ async fn read_one(shard: &Shard, read: &Read) -> FetchOutcome {
     if let Err(code) = check_leader_epoch(read.leader_epoch, partition.leader_epoch) {
         return FetchOutcome::error(code);
     }
-    partition.fetch(read.offset, read.max_bytes.max(1)).await
+    partition.fetch(read.offset, read.max_bytes.max(1), read.isolation).await
 }
 
 /// Waits until any partition of the request has records at or above its
@@ -124,14 +130,15 @@ async fn wait_for_any(shard: &Rc<Shard>, per_shard: &[Vec<Read>], timeout: Durat
         .enumerate()
         .filter(|(_, reads)| !reads.is_empty())
         .map(|(owner, reads)| {
-            let wanted: Vec<(PartitionKey, i64)> = reads.iter().map(|r| (r.key, r.offset)).collect();
+            let wanted: Vec<(PartitionKey, i64, IsolationLevel)> =
+                reads.iter().map(|r| (r.key, r.offset, r.isolation)).collect();
             Box::pin(shard.invoke_on(owner, move |owner| async move {
                 let waits: Vec<_> = wanted
                     .iter()
-                    .filter_map(|(key, offset)| {
+                    .filter_map(|(key, offset, isolation)| {
                         let partition = owner.partition(key)?;
-                        let offset = *offset;
-                        Some(Box::pin(async move { partition.wait_for_records_from(offset).await }))
+                        let (offset, isolation) = (*offset, *isolation);
+                        Some(Box::pin(async move { partition.wait_for_records_from(offset, isolation).await }))
                     })
                     .collect();
                 if waits.is_empty() {
@@ -163,13 +170,26 @@ fn fill(response: &mut FetchResponse, mut outcomes: Vec<((usize, usize), FetchOu
         let partition = &mut response.responses[slot.0].partitions[slot.1];
         partition.error_code = outcome.error.map_or(0, |code| code.code());
         partition.high_watermark = outcome.high_watermark;
-        partition.last_stable_offset = outcome.high_watermark;
+        partition.last_stable_offset = outcome.last_stable_offset;
         partition.log_start_offset = outcome.log_start_offset;
         let records = outcome.records.unwrap_or_default();
         if total > 0 && total + records.len() > max_bytes {
+            // Records left out: so are their aborted transactions.
+            partition.aborted_transactions = outcome.aborted_transactions.map(|_| Vec::new());
             continue;
         }
         total += records.len();
         partition.records = Some(records);
+        partition.aborted_transactions = outcome.aborted_transactions.map(|aborted| {
+            aborted
+                .iter()
+                .map(|txn| {
+                    let mut answer = AbortedTransaction::default();
+                    answer.producer_id = ProducerId(txn.producer_id);
+                    answer.first_offset = txn.first_offset;
+                    answer
+                })
+                .collect()
+        });
     }
 }

@@ -1,7 +1,8 @@
 //! ListOffsets (key 2): earliest (-2, and -4 "earliest local": Stele has no
 //! tiered storage), latest (-1, and -5 "latest tiered"), max timestamp (-3)
 //! and the first offset at or after a timestamp, each answered by the shard
-//! owning the partition.
+//! owning the partition. With isolation_level 1 (read_committed, v2+)
+//! "latest" is the last stable offset and later records do not count.
 
 use std::rc::Rc;
 
@@ -10,11 +11,13 @@ use protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, Li
 use protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use protocol::ErrorCode;
 
-use crate::partition::check_leader_epoch;
+use crate::partition::{check_leader_epoch, IsolationLevel};
 use crate::shard::Shard;
 
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let image = shard.metadata();
+    // v2+: read_committed answers "latest" with the last stable offset.
+    let isolation = IsolationLevel::from_wire(request.isolation_level);
     let mut response = ListOffsetsResponse::default();
     let mut lookups = Vec::new();
     for (t, topic) in request.topics.into_iter().enumerate() {
@@ -46,7 +49,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ListOffsetsRequest
                                 };
                                 check_leader_epoch(current_epoch, partition.leader_epoch)?;
                                 partition
-                                    .offset_for(timestamp)
+                                    .offset_for(timestamp, isolation)
                                     .await
                                     .map(|(offset, timestamp)| (offset, timestamp, partition.leader_epoch))
                                     .map_err(|err| {

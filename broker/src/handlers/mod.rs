@@ -20,6 +20,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
+mod describe_producers;
 mod describe_topic_partitions;
 mod fetch;
 mod find_coordinator;
@@ -37,6 +38,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod write_txn_markers;
 
 use std::rc::Rc;
 
@@ -166,6 +168,12 @@ pub async fn handle(shard: &Rc<Shard>, client_host: &str, request: Request) -> R
             Reply::Now(ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(shard, version, body).await))
         }
         RequestKind::OffsetDelete(body) => offset_delete::handle(shard, version, body).await,
+        RequestKind::WriteTxnMarkers(body) => {
+            Reply::Now(ResponseKind::WriteTxnMarkers(write_txn_markers::handle(shard, version, body).await))
+        }
+        RequestKind::DescribeProducers(body) => {
+            Reply::Now(ResponseKind::DescribeProducers(describe_producers::handle(shard, version, body).await))
+        }
         // Our bug (a row in SUPPORTED_APIS without an arm here), not the
         // client's: say so loudly, but cost only this connection.
         _ => {

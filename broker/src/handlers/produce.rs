@@ -4,6 +4,11 @@
 //! every appended partition is durable under its flush policy; the next
 //! request on the connection is handled meanwhile, answers leave in order.
 //! With acks=0 nothing is answered.
+//!
+//! Transactional batches need the request's transactional id (Kafka answers
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition otherwise);
+//! before one starts a transaction on a partition the owner asks the
+//! transaction coordinator (KIP-890 part 1) through [`transaction_verifier`].
 
 use std::rc::Rc;
 
@@ -15,7 +20,7 @@ use protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use protocol::ErrorCode;
 
 use super::{str_bytes, Reply};
-use crate::partition::ProduceOutcome;
+use crate::partition::{ProduceContext, ProduceOutcome, TxnVerifier};
 use crate::shard::{PartitionKey, Shard};
 
 /// One partition's records, addressed to its owner; `slot` is where its
@@ -30,8 +35,40 @@ struct Work {
 /// channel that reports durability failures once all its appends are durable.
 type ShardAnswer = (Vec<((usize, usize), ProduceOutcome)>, Option<oneshot::Receiver<Vec<((usize, usize), String)>>>);
 
+/// The KIP-890 part 1 verification the produce path asks before a
+/// transactional batch starts a transaction on a partition, on that
+/// partition's shard.
+///
+/// INTEGRATION POINT (transaction coordinator, branch txn-coord): return a
+/// verifier that asks the coordinator of `verification.transactional_id`
+/// (on `group::coordinator_shard(transactional_id, shard.count)`, via
+/// `shard.invoke_on`) whether `(topic, partition)` is in the ongoing
+/// transaction of `(producer_id, producer_epoch)`, answering `Ok(())` or the
+/// coordinator's error code (`Partition::produce` maps it to the Produce
+/// error). `None` accepts every batch, which is right only while no
+/// coordinator exists.
+fn transaction_verifier(_shard: &Rc<Shard>) -> Option<TxnVerifier> {
+    None
+}
+
+/// Whether a record set's first batch is transactional, read from its
+/// attributes without parsing (Kafka's `hasTransactionalRecords`).
+fn is_transactional(records: &Bytes) -> bool {
+    use protocol::record_batch::header::ATTRIBUTES_POS;
+    records.get(ATTRIBUTES_POS..ATTRIBUTES_POS + 2).is_some_and(|bytes| {
+        i16::from_be_bytes([bytes[0], bytes[1]]) & protocol::record_batch::attributes::TRANSACTIONAL != 0
+    })
+}
+
 pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) -> Reply {
     let acks = request.acks;
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.to_string());
+    let refuse_transactional = transactional_id.is_none()
+        && request
+            .topic_data
+            .iter()
+            .flat_map(|topic| topic.partition_data.iter())
+            .any(|data| data.records.as_ref().is_some_and(is_transactional));
     let mut response = ProduceResponse::default();
     let mut per_shard: Vec<Vec<Work>> = (0..shard.count).map(|_| Vec::new()).collect();
     let image = shard.metadata();
@@ -48,6 +85,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) ->
             let placed = meta.and_then(|m| m.partitions.iter().find(|placed| placed.partition == data.index));
             match (meta, placed, data.records) {
                 _ if !matches!(acks, -1..=1) => partition.error_code = ErrorCode::InvalidRequiredAcks.code(),
+                _ if refuse_transactional => {
+                    partition.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
+                }
                 (Some(meta), Some(placed), Some(records)) => per_shard[shard.owner_of(placed.shard)].push(Work {
                     slot: (t, p),
                     key: (meta.topic_id, data.index),
@@ -61,7 +101,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: ProduceRequest) ->
         response.responses.push(answer);
     }
     let calls = per_shard.into_iter().enumerate().filter(|(_, work)| !work.is_empty()).map(|(owner, work)| {
-        shard.invoke_on(owner, move |owner| async move { append_on_owner(&owner, work, version, acks == -1).await })
+        let transactional_id = transactional_id.clone();
+        shard.invoke_on(owner, move |owner| async move {
+            append_on_owner(&owner, work, version, transactional_id, acks == -1).await
+        })
     });
     let mut durability = Vec::new();
     for answer in join_all(calls).await {
@@ -103,7 +146,19 @@ fn fill(response: &mut ProduceResponse, slot: (usize, usize), outcome: ProduceOu
 /// Runs on the owning shard: appends each partition's records in request
 /// order; for acks=all also starts one task that waits until they are all
 /// durable.
-async fn append_on_owner(shard: &Rc<Shard>, work: Vec<Work>, version: i16, wait_durable: bool) -> ShardAnswer {
+async fn append_on_owner(
+    shard: &Rc<Shard>,
+    work: Vec<Work>,
+    version: i16,
+    transactional_id: Option<String>,
+    wait_durable: bool,
+) -> ShardAnswer {
+    let verifier = transaction_verifier(shard);
+    let context = ProduceContext {
+        produce_version: version,
+        transactional_id: transactional_id.as_deref(),
+        verifier: verifier.as_ref(),
+    };
     let mut outcomes = Vec::with_capacity(work.len());
     let mut waits = Vec::new();
     for item in work {
@@ -111,7 +166,8 @@ async fn append_on_owner(shard: &Rc<Shard>, work: Vec<Work>, version: i16, wait_
             outcomes.push((item.slot, ProduceOutcome::error(ErrorCode::NotLeaderOrFollower, "partition moved")));
             continue;
         };
-        let outcome = partition.produce(item.records, version).await;
+        let outcome = partition.produce(item.records, &context).await;
+        partition.snapshot_if_due();
         if let (true, Some(end)) = (wait_durable, outcome.durable_end_offset) {
             waits.push((item.slot, partition, end));
         }

@@ -82,6 +82,11 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     // subscriptions and client-generated member ids.
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
+    // Transaction markers from the coordinator (inter-broker); v1 is Kafka
+    // 4's baseline. Data partitions; __consumer_offsets is not one here.
+    api(ApiKey::WriteTxnMarkers, 1, 1),
+    // KIP-664: active producers and their ongoing transactions.
+    api(ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The versions of `api_key` that the broker implements, if any.
