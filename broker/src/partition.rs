@@ -926,3 +926,237 @@ fn concat(mut runs: Vec<Bytes>) -> Option<Bytes> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::path::Path;
+
+    use protocol::compression::Codec;
+    use protocol::record_batch::RecordBatchBuilder;
+
+    use super::*;
+
+    const PRODUCER: i64 = 4000;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
+        engine::memlock::ensure_memlock(4 << 20).unwrap();
+        glommio::LocalExecutorBuilder::default().spawn(move || async move { test().await }).unwrap().join().unwrap();
+    }
+
+    async fn open(dir: &Path, config: EffectiveTopicConfig) -> Partition {
+        let resources = engine::ShardResources::new(engine::ShardLimits::default()).unwrap();
+        Partition::open(dir.to_path_buf(), "t".into(), Uuid::nil(), 0, 0, config, resources).await.unwrap()
+    }
+
+    /// A batch of `records` records of `value_bytes` each; transactional when `producer` is set.
+    fn records(producer: Option<(i64, i16, i32)>, records: usize, value_bytes: usize) -> Bytes {
+        let mut builder = RecordBatchBuilder::new(Codec::None);
+        if let Some((producer_id, epoch, sequence)) = producer {
+            builder = builder.producer(producer_id, epoch, sequence).transactional(true);
+        }
+        let value = vec![7u8; value_bytes];
+        for _ in 0..records {
+            builder.push(now_ms(), None, Some(&value), &[]);
+        }
+        builder.build().unwrap()
+    }
+
+    fn context(verifier: Option<&TxnVerifier>) -> ProduceContext<'_> {
+        ProduceContext { produce_version: 12, transactional_id: Some("txn"), verifier }
+    }
+
+    /// Produces and waits until durable; returns the base offset.
+    async fn produce(partition: &Partition, batch: Bytes) -> i64 {
+        let outcome = partition.produce(batch, &context(None)).await;
+        assert_eq!(outcome.error, None, "{:?}", outcome.message);
+        partition.log.wait_durable(outcome.durable_end_offset.unwrap()).await.unwrap();
+        outcome.base_offset
+    }
+
+    async fn marker(partition: &Partition, commit: bool) -> MarkerOutcome {
+        let outcome = partition.write_txn_marker(PRODUCER, 0, commit, 0).await.unwrap();
+        partition.log.wait_durable(outcome.durable_end_offset).await.unwrap();
+        outcome
+    }
+
+    fn batch_bases(outcome: &FetchOutcome) -> Vec<i64> {
+        let records = outcome.records.clone().unwrap_or_default();
+        record_batch::batches(records, usize::MAX).map(|batch| batch.unwrap().base_offset()).collect()
+    }
+
+    #[test]
+    fn an_open_transaction_holds_back_read_committed_until_its_commit() {
+        // Proves read_committed fetches and ListOffsets stop at the LSO (the open
+        // transaction's first offset) while read_uncommitted sees everything, and that the
+        // commit marker, once durable, releases the transaction's batches with no aborts.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let partition = open(&path, EffectiveTopicConfig::default()).await;
+            assert_eq!(produce(&partition, records(None, 1, 10)).await, 0);
+            assert_eq!(produce(&partition, records(Some((PRODUCER, 0, 0)), 2, 10)).await, 1);
+            assert_eq!(produce(&partition, records(None, 1, 10)).await, 3);
+            assert_eq!(partition.last_stable_offset(), 1);
+            assert_eq!(partition.high_watermark(), 4);
+            let committed = partition.fetch(0, 1 << 20, IsolationLevel::ReadCommitted).await;
+            assert_eq!(batch_bases(&committed), vec![0]);
+            assert_eq!((committed.last_stable_offset, committed.high_watermark), (1, 4));
+            assert_eq!(committed.aborted_transactions, Some(vec![]));
+            let uncommitted = partition.fetch(0, 1 << 20, IsolationLevel::ReadUncommitted).await;
+            assert_eq!(batch_bases(&uncommitted), vec![0, 1, 3]);
+            assert_eq!(uncommitted.aborted_transactions, None);
+            // At the LSO itself a read_committed fetch is empty, not an error.
+            let at_lso = partition.fetch(2, 1 << 20, IsolationLevel::ReadCommitted).await;
+            assert_eq!((at_lso.error, at_lso.bytes()), (None, 0));
+            assert_eq!(partition.offset_for(-1, IsolationLevel::ReadCommitted).await.unwrap(), (1, -1));
+            assert_eq!(partition.offset_for(-1, IsolationLevel::ReadUncommitted).await.unwrap(), (4, -1));
+            let outcome = marker(&partition, true).await;
+            assert_eq!(outcome.marker_offset, 4);
+            assert_eq!(outcome.completed.map(|txn| (txn.first_offset, txn.is_aborted)), Some((1, false)));
+            assert_eq!(partition.last_stable_offset(), 5);
+            let released = partition.fetch(0, 1 << 20, IsolationLevel::ReadCommitted).await;
+            assert_eq!(batch_bases(&released), vec![0, 1, 3, 4]);
+            assert_eq!(released.aborted_transactions, Some(vec![]));
+            partition.log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn an_abort_is_indexed_durably_and_reported_to_read_committed() {
+        // Proves an ABORT adds (producer, first offset) to the aborted index before the
+        // marker is acknowledged, read_committed fetches overlapping it report it, fetches
+        // past it do not, and it survives a reopen.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let partition = open(&path, EffectiveTopicConfig::default()).await;
+            produce(&partition, records(Some((PRODUCER, 0, 0)), 3, 10)).await;
+            let outcome = marker(&partition, false).await;
+            assert_eq!(outcome.marker_offset, 3);
+            let file = path.join(aborted_index::ABORTED_INDEX_FILE);
+            assert_eq!(
+                std::fs::metadata(&file).unwrap().len() as usize,
+                aborted_index::HEADER_BYTES + aborted_index::ENTRY_BYTES
+            );
+            produce(&partition, records(None, 1, 10)).await;
+            let fetched = partition.fetch(0, 1 << 20, IsolationLevel::ReadCommitted).await;
+            assert_eq!(batch_bases(&fetched), vec![0, 3, 4]);
+            let aborted = fetched.aborted_transactions.unwrap();
+            assert_eq!(aborted.len(), 1);
+            assert_eq!((aborted[0].producer_id, aborted[0].first_offset), (PRODUCER, 0));
+            let after = partition.fetch(4, 1 << 20, IsolationLevel::ReadCommitted).await;
+            assert_eq!(after.aborted_transactions, Some(vec![]));
+            partition.log.close().await.unwrap();
+            drop(partition);
+            let reopened = open(&path, EffectiveTopicConfig::default()).await;
+            let again = reopened.fetch(0, 1 << 20, IsolationLevel::ReadCommitted).await;
+            assert_eq!(again.aborted_transactions.unwrap().len(), 1);
+            assert_eq!(reopened.last_stable_offset(), 5);
+            reopened.log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn the_verifier_is_asked_only_when_a_batch_starts_a_transaction() {
+        // Proves KIP-890's hook: the verifier is asked before the first batch of a
+        // transaction on the partition, not for later ones; its refusal fails the produce
+        // with Kafka's mapping and appends nothing; after a marker it is asked again.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let partition = open(&path, EffectiveTopicConfig::default()).await;
+            let asked = Rc::new(Cell::new(0));
+            let refuse = Rc::new(Cell::new(Some(ErrorCode::ConcurrentTransactions)));
+            let verifier: TxnVerifier = {
+                let (asked, refuse) = (asked.clone(), refuse.clone());
+                Rc::new(move |question: TxnVerification| {
+                    assert_eq!((question.transactional_id.as_str(), question.producer_id), ("txn", PRODUCER));
+                    asked.set(asked.get() + 1);
+                    let answer = refuse.get().map_or(Ok(()), Err);
+                    Box::pin(async move { answer })
+                })
+            };
+            let context =
+                ProduceContext { produce_version: 11, transactional_id: Some("txn"), verifier: Some(&verifier) };
+            let refused = partition.produce(records(Some((PRODUCER, 0, 0)), 1, 10), &context).await;
+            assert_eq!(refused.error, Some(ErrorCode::NotEnoughReplicas), "below v12 CONCURRENT_TRANSACTIONS retries");
+            assert_eq!(partition.log.log_end_offset(), 0);
+            refuse.set(None);
+            for sequence in 0..3 {
+                let outcome = partition.produce(records(Some((PRODUCER, 0, sequence)), 1, 10), &context).await;
+                assert_eq!(outcome.error, None);
+            }
+            assert_eq!(asked.get(), 2, "asked for the refused batch and the first accepted one only");
+            marker(&partition, true).await;
+            refuse.set(Some(ErrorCode::ProducerFenced));
+            let fenced = partition.produce(records(Some((PRODUCER, 0, 3)), 1, 10), &context).await;
+            assert_eq!(fenced.error, Some(ErrorCode::InvalidProducerEpoch));
+            assert_eq!(asked.get(), 3);
+            partition.log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn markers_are_refused_for_stale_epochs_and_fence_old_batches() {
+        // Proves a marker below the producer's epoch is INVALID_PRODUCER_EPOCH and writes
+        // nothing, a marker with a higher epoch is written and fences the old epoch's
+        // batches, and a marker with no ongoing transaction is written all the same.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let partition = open(&path, EffectiveTopicConfig::default()).await;
+            produce(&partition, records(Some((PRODUCER, 2, 0)), 1, 10)).await;
+            assert_eq!(partition.write_txn_marker(PRODUCER, 1, false, 0).await, Err(ErrorCode::InvalidProducerEpoch));
+            assert_eq!(partition.log.log_end_offset(), 1);
+            let bumped = partition.write_txn_marker(PRODUCER, 3, false, 0).await.unwrap();
+            assert!(bumped.completed.is_some_and(|txn| txn.is_aborted));
+            let zombie = partition.produce(records(Some((PRODUCER, 2, 1)), 1, 10), &context(None)).await;
+            assert_eq!(zombie.error, Some(ErrorCode::InvalidProducerEpoch));
+            let idle = partition.write_txn_marker(PRODUCER, 3, true, 0).await.unwrap();
+            assert_eq!((idle.marker_offset, idle.completed), (2, None));
+            let plain = records(None, 1, 10);
+            // A plain idempotent batch during a transaction is INVALID_TXN_STATE.
+            produce(&partition, records(Some((PRODUCER, 3, 0)), 1, 10)).await;
+            let mut builder = RecordBatchBuilder::new(Codec::None).producer(PRODUCER, 3, 1);
+            builder.push(now_ms(), None, Some(b"x"), &[]);
+            let not_transactional = partition.produce(builder.build().unwrap(), &context(None)).await;
+            assert_eq!(not_transactional.error, Some(ErrorCode::InvalidTxnState));
+            produce(&partition, plain).await;
+            let producers = partition.describe_producers();
+            assert_eq!(producers.len(), 1);
+            assert_eq!((producers[0].producer_epoch, producers[0].current_txn_start_offset), (3, 3));
+            partition.log.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_transaction_older_than_the_replay_window_survives_a_restart() {
+        // Proves the producer snapshot finds an ongoing transaction that started before the
+        // newest 64 MiB (the replay window without a snapshot): after a reopen its first
+        // offset still holds the LSO, and its commit releases it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let mut config = EffectiveTopicConfig::default();
+            config.log.segment_bytes_max = 8 << 20;
+            let partition = Rc::new(open(&path, config.clone()).await);
+            produce(&partition, records(Some((PRODUCER, 0, 0)), 1, 10)).await;
+            for _ in 0..80 {
+                produce(&partition, records(None, 1, 1000 << 10)).await;
+                partition.snapshot_if_due();
+            }
+            assert_eq!(partition.last_stable_offset(), 0);
+            partition.housekeep(now_ms()).await.unwrap();
+            partition.log.close().await.unwrap();
+            drop(partition);
+            let reopened = open(&path, config).await;
+            assert!(reopened.replay_window_start() > 0, "the transaction lies outside the window");
+            assert_eq!(reopened.last_stable_offset(), 0);
+            assert_eq!(reopened.describe_producers()[0].current_txn_start_offset, 0);
+            let outcome = marker(&reopened, true).await;
+            assert_eq!(reopened.last_stable_offset(), outcome.marker_offset + 1);
+            reopened.log.close().await.unwrap();
+        });
+    }
+}

@@ -1075,6 +1075,236 @@ mod tests {
         assert_eq!(expected.last_sequence(), 44);
     }
 
+    fn txn_batch(producer_id: i64, producer_epoch: i16, base_sequence: i32, records: i32) -> BatchIdentity {
+        BatchIdentity { producer_id, is_transactional: true, ..batch(producer_epoch, base_sequence, records) }
+    }
+
+    #[test]
+    fn transactional_batch_starts_a_transaction_at_its_base_offset() {
+        // Proves the first transactional batch of a producer starts its transaction at the
+        // batch's base offset, later ones join it, and the first unstable offset is the
+        // oldest ongoing transaction's start.
+        let mut table = ProducerStateTable::new();
+        let mut offset = 10;
+        assert!(table.starts_transaction(&txn_batch(PRODUCER, 0, 0, 2)));
+        append(&mut table, &txn_batch(PRODUCER, 0, 0, 2), &mut offset);
+        assert_eq!(table.ongoing_transaction(PRODUCER), Some(10));
+        assert!(!table.starts_transaction(&txn_batch(PRODUCER, 0, 2, 1)));
+        // Another epoch's batch is not part of this transaction: it would need verifying.
+        assert!(table.starts_transaction(&txn_batch(PRODUCER, 1, 0, 1)));
+        append(&mut table, &txn_batch(PRODUCER, 0, 2, 1), &mut offset);
+        append(&mut table, &txn_batch(7, 0, 0, 1), &mut offset);
+        assert_eq!(table.ongoing_transaction(7), Some(13));
+        assert_eq!(table.ongoing_len(), 2);
+        assert_eq!(table.first_unstable_offset(100), Some(10));
+        // Non-transactional idempotent batches never make anything unstable.
+        let mut plain = ProducerStateTable::new();
+        append(&mut plain, &batch(0, 0, 3), &mut offset);
+        assert_eq!(plain.first_unstable_offset(100), None);
+        assert!(!plain.starts_transaction(&batch(0, 3, 1)));
+    }
+
+    #[test]
+    fn non_transactional_batch_during_a_transaction_is_invalid_txn_state() {
+        // Proves Kafka's rule: while a producer's transaction is ongoing, a non-transactional
+        // batch of it is INVALID_TXN_STATE (48); after the marker it appends, and a
+        // transactional batch after plain ones simply starts a transaction.
+        let mut table = ProducerStateTable::new();
+        let mut offset = 0;
+        append(&mut table, &batch(0, 0, 1), &mut offset);
+        append(&mut table, &txn_batch(PRODUCER, 0, 1, 1), &mut offset);
+        let error = rejected_with(table.check(&batch(0, 2, 1)));
+        assert_eq!(error, ErrorCode::InvalidTxnState);
+        assert_eq!(error.code(), 48);
+        assert!(table.record_marker(PRODUCER, 0, 0, true, offset, 5).is_some());
+        offset += 1;
+        append(&mut table, &batch(0, 2, 1), &mut offset);
+        // In one record set, a plain batch after a transactional one is refused too.
+        let set = [txn_batch(PRODUCER, 0, 3, 1), batch(0, 4, 1)];
+        assert_eq!(rejected_with(table.check_record_set(&set)), ErrorCode::InvalidTxnState);
+    }
+
+    #[test]
+    fn markers_are_fenced_by_producer_and_coordinator_epoch() {
+        // Proves a marker older than the producer's epoch is INVALID_PRODUCER_EPOCH (47), an
+        // equal or newer one is accepted (TV0/TV1), and one from an older coordinator epoch
+        // than the last marker's is TRANSACTION_COORDINATOR_FENCED (52).
+        let mut table = ProducerStateTable::new();
+        let mut offset = 0;
+        assert_eq!(table.check_marker(PRODUCER, 0, 0), Ok(()), "an unknown producer's marker is written");
+        append(&mut table, &txn_batch(PRODUCER, 3, 0, 1), &mut offset);
+        assert_eq!(table.check_marker(PRODUCER, 2, 9).unwrap_err().0, ErrorCode::InvalidProducerEpoch);
+        assert_eq!(table.check_marker(PRODUCER, 3, 0), Ok(()));
+        assert_eq!(table.check_marker(PRODUCER, 4, 0), Ok(()));
+        table.record_marker(PRODUCER, 3, 5, false, offset, 1);
+        let (error, _) = table.check_marker(PRODUCER, 3, 4).unwrap_err();
+        assert_eq!(error, ErrorCode::TransactionCoordinatorFenced);
+        assert_eq!(error.code(), 52);
+        assert_eq!(table.check_marker(PRODUCER, 3, 5), Ok(()));
+    }
+
+    #[test]
+    fn a_marker_with_a_newer_epoch_fences_the_old_one() {
+        // Proves a marker written with a bumped epoch (a coordinator's timeout abort) ends the
+        // transaction, fences later batches of the old epoch, and makes the new epoch start at
+        // sequence 0, as Kafka's ProducerStateEntry.update does.
+        let mut table = ProducerStateTable::new();
+        let mut offset = 0;
+        append(&mut table, &txn_batch(PRODUCER, 0, 0, 2), &mut offset);
+        append(&mut table, &txn_batch(PRODUCER, 0, 2, 2), &mut offset);
+        let completed = table.record_marker(PRODUCER, 1, 0, false, offset, 77).unwrap();
+        offset += 1;
+        assert_eq!(
+            completed,
+            CompletedTxn {
+                producer_id: PRODUCER,
+                first_offset: 0,
+                last_offset: 4,
+                is_aborted: true,
+                last_stable_offset: 5
+            }
+        );
+        assert_eq!(rejected_with(table.check(&txn_batch(PRODUCER, 0, 4, 1))), ErrorCode::InvalidProducerEpoch);
+        assert_eq!(rejected_with(table.check(&txn_batch(PRODUCER, 1, 3, 1))), ErrorCode::OutOfOrderSequenceNumber);
+        append(&mut table, &txn_batch(PRODUCER, 1, 0, 1), &mut offset);
+        assert_eq!(table.ongoing_transaction(PRODUCER), Some(5));
+        let summary = table.summaries()[0];
+        assert_eq!((summary.producer_epoch, summary.last_sequence, summary.coordinator_epoch), (1, 0, 0));
+        assert_eq!(summary.current_txn_start_offset, 5);
+    }
+
+    #[test]
+    fn a_marker_without_an_ongoing_transaction_completes_nothing() {
+        // Proves a marker for a producer with no ongoing transaction here (a retry, or a
+        // partition the producer never wrote to) is recorded, completes nothing, and still
+        // sets the producer's epoch and coordinator epoch; a repeated marker is harmless.
+        let mut table = ProducerStateTable::new();
+        assert_eq!(table.record_marker(PRODUCER, 2, 1, true, 0, 10), None);
+        let summary = table.summaries()[0];
+        assert_eq!((summary.producer_epoch, summary.coordinator_epoch, summary.last_timestamp), (2, 1, 10));
+        assert_eq!(summary.last_sequence, NO_SEQUENCE);
+        assert_eq!(summary.current_txn_start_offset, -1);
+        // Its epoch now has no batches: the next sequence is 0.
+        assert_eq!(rejected_with(table.check(&txn_batch(PRODUCER, 2, 5, 1))), ErrorCode::OutOfOrderSequenceNumber);
+        assert_eq!(table.check(&txn_batch(PRODUCER, 2, 0, 1)), SequenceCheck::Append);
+        assert_eq!(table.record_marker(PRODUCER, 2, 1, true, 1, 11), None);
+        assert_eq!(table.first_unstable_offset(0), None);
+    }
+
+    #[test]
+    fn an_ended_transaction_stays_unstable_until_its_marker_is_below_the_high_watermark() {
+        // Proves the first unstable offset keeps an ended transaction until its marker lies
+        // below the high watermark (Kafka's unreplicated transactions), and that the log start
+        // moving past a marker forgets it too.
+        let mut table = ProducerStateTable::new();
+        let mut offset = 0;
+        append(&mut table, &txn_batch(PRODUCER, 0, 0, 3), &mut offset);
+        table.record_marker(PRODUCER, 0, 0, true, 3, 1);
+        assert_eq!(table.first_unstable_offset(3), Some(0), "marker at 3 not below a high watermark of 3");
+        assert_eq!(table.first_unstable_offset(4), None);
+        let mut table = ProducerStateTable::new();
+        append(&mut table, &txn_batch(PRODUCER, 0, 0, 3), &mut 0);
+        table.record_marker(PRODUCER, 0, 0, true, 3, 1);
+        table.on_log_start_moved(4);
+        assert_eq!(table.first_unstable_offset(0), None);
+    }
+
+    #[test]
+    fn an_abort_records_the_next_ongoing_transaction_as_its_lso() {
+        // Proves an aborted transaction's index entry records the first offset of another
+        // producer's ongoing transaction when there is one, else the marker offset + 1
+        // (Kafka's ProducerStateManager.lastStableOffset), and that interleaved transactions
+        // end independently.
+        let mut table = ProducerStateTable::new();
+        let mut offset = 0;
+        append(&mut table, &txn_batch(1, 0, 0, 2), &mut offset); // 0..=1
+        append(&mut table, &txn_batch(2, 0, 0, 2), &mut offset); // 2..=3
+        append(&mut table, &txn_batch(1, 0, 2, 1), &mut offset); // 4
+        let first = table.record_marker(1, 0, 0, false, 5, 1).unwrap();
+        assert_eq!((first.first_offset, first.last_offset, first.last_stable_offset), (0, 5, 2));
+        assert_eq!(table.first_unstable_offset(6), Some(2));
+        let second = table.record_marker(2, 0, 0, false, 6, 1).unwrap();
+        assert_eq!((second.first_offset, second.last_offset, second.last_stable_offset), (2, 6, 7));
+        assert_eq!(table.first_unstable_offset(7), None);
+    }
+
+    #[test]
+    fn producers_with_an_ongoing_transaction_never_expire() {
+        // Proves expiry (producer.id.expiration.ms) skips a producer whose transaction is
+        // ongoing and measures idleness from the newest batch or marker.
+        let mut table = ProducerStateTable::new();
+        table.record(&txn_batch(1, 0, 0, 1), 0, 1_000);
+        table.record(&BatchIdentity { producer_id: 2, ..batch(0, 0, 1) }, 1, 1_000);
+        table.record_marker(3, 0, 0, true, 2, 9_000);
+        table.remove_expired(12_000, 10_000);
+        let left: Vec<i64> = table.summaries().iter().map(|s| s.producer_id).collect();
+        assert_eq!(left, vec![1, 3]);
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_rejects_damage() {
+        // Proves a decoded snapshot decides every probe like the table it was taken from,
+        // keeps ongoing transactions and coordinator epochs, and that any flipped byte or
+        // truncation is refused.
+        let mut table = ProducerStateTable::new();
+        let mut offset = 0;
+        for index in 0..7 {
+            append(&mut table, &batch(0, index, 1), &mut offset);
+        }
+        append(&mut table, &txn_batch(5, 2, 0, 3), &mut offset);
+        table.record_marker(9, 4, 3, false, offset, 123);
+        offset += 1;
+        let bytes = table.encode_snapshot(offset);
+        let (snapshot_offset, decoded) = ProducerStateTable::decode_snapshot(&bytes).unwrap();
+        assert_eq!(snapshot_offset, offset);
+        assert_eq!(decoded.summaries(), table.summaries());
+        assert_eq!(decoded.ongoing_transaction(5), Some(7));
+        let mut decoded = decoded;
+        assert_eq!(decoded.first_unstable_offset(offset), Some(7));
+        for probe in [batch(0, 7, 1), batch(0, 5, 1), batch(0, 2, 1), txn_batch(5, 2, 3, 1), txn_batch(9, 4, 0, 1)] {
+            assert_eq!(decoded.check(&probe), table.check(&probe), "{probe:?}");
+        }
+        for position in [0, 5, 9, 17, 25, bytes.len() - 1] {
+            let mut damaged = bytes.clone();
+            damaged[position] ^= 0x40;
+            assert!(ProducerStateTable::decode_snapshot(&damaged).is_err(), "byte {position}");
+        }
+        assert!(ProducerStateTable::decode_snapshot(&bytes[..bytes.len() - 3]).is_err());
+        let empty = ProducerStateTable::new().encode_snapshot(0);
+        assert_eq!(ProducerStateTable::decode_snapshot(&empty).unwrap().1.len(), 0);
+    }
+
+    #[test]
+    fn replay_of_batches_and_markers_rebuilds_transactions() {
+        // Proves replaying data batches and markers in log order rebuilds the same ongoing
+        // transactions, epochs and decisions as the live table.
+        let mut live = ProducerStateTable::new();
+        let mut offset = 0;
+        let mut log: Vec<Result<(BatchIdentity, i64), (i64, i16, bool, i64)>> = Vec::new();
+        for sent in [txn_batch(1, 0, 0, 2), txn_batch(2, 0, 0, 1), txn_batch(1, 0, 2, 1)] {
+            let base = append(&mut live, &sent, &mut offset);
+            log.push(Ok((sent, base)));
+        }
+        live.record_marker(1, 0, 0, false, offset, 5);
+        log.push(Err((1, 0, false, offset)));
+        offset += 1;
+        let base = append(&mut live, &txn_batch(1, 0, 3, 1), &mut offset);
+        log.push(Ok((txn_batch(1, 0, 3, 1), base)));
+        let mut rebuilt = ProducerStateTable::new();
+        for entry in &log {
+            match *entry {
+                Ok((sent, base)) => rebuilt.record(&sent, base, 10_000 + base),
+                Err((producer_id, epoch, commit, at)) => {
+                    rebuilt.record_marker(producer_id, epoch, 0, commit, at, 5);
+                }
+            }
+        }
+        assert_eq!(rebuilt.ongoing_transaction(1), live.ongoing_transaction(1));
+        assert_eq!(rebuilt.ongoing_transaction(2), Some(2));
+        assert_eq!(rebuilt.first_unstable_offset(100), live.first_unstable_offset(100));
+        assert_eq!(rebuilt.check(&txn_batch(1, 0, 4, 1)), live.check(&txn_batch(1, 0, 4, 1)));
+    }
+
     proptest! {
         /// A producer that sends in order and retries recent batches: new batches append,
         /// retries of the last 5 are duplicates with their original offsets, older retries
