@@ -1280,7 +1280,9 @@ mod tests {
         // transactions, epochs and decisions as the live table.
         let mut live = ProducerStateTable::new();
         let mut offset = 0;
-        let mut log: Vec<Result<(BatchIdentity, i64), (i64, i16, bool, i64)>> = Vec::new();
+        // A data batch at its base offset, or a marker (producer, epoch, commit, offset).
+        type Logged = Result<(BatchIdentity, i64), (i64, i16, bool, i64)>;
+        let mut log: Vec<Logged> = Vec::new();
         for sent in [txn_batch(1, 0, 0, 2), txn_batch(2, 0, 0, 1), txn_batch(1, 0, 2, 1)] {
             let base = append(&mut live, &sent, &mut offset);
             log.push(Ok((sent, base)));

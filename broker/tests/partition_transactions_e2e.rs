@@ -354,6 +354,50 @@ fn transactions_and_aborts_survive_sigterm_and_kill_9() {
 }
 
 #[test]
+fn a_torn_log_and_index_tail_keep_transactions() {
+    // Proves the fault case of recovery: after kill -9, a half-written batch at the end of
+    // the segment and a half-written entry at the end of the aborted-transaction index are
+    // cut on restart, while the open transaction still holds the LSO and the durable abort
+    // is still reported; the coordinator's commit then releases the open transaction.
+    let mut broker = Broker::start();
+    create_topic(&broker, "torn", 1, &[]);
+    let (open, aborted) = (producer_id(&broker), producer_id(&broker));
+    produce_ok(&broker, "torn", batch(Some((open, 0, 0)), &["open-1"]));
+    produce_ok(&broker, "torn", batch(Some((aborted, 0, 0)), &["aborted-1"]));
+    assert_eq!(write_marker(&broker, aborted, 0, false, &[("torn", &[0])]), [0]);
+    produce_ok(&broker, "torn", batch(None, &["plain"]));
+    broker.kill9();
+    let dir = broker.data_dir.join("torn-0");
+    let segment = dir.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let data_end: usize = protocol::record_batch::batches(Bytes::from(bytes.clone()), usize::MAX)
+        .map_while(Result::ok)
+        .map(|batch| batch.bytes().len())
+        .sum();
+    let next = batch(None, &["never acknowledged"]);
+    bytes.truncate(data_end);
+    bytes.extend_from_slice(&next[..next.len() / 2]);
+    std::fs::write(&segment, &bytes).unwrap();
+    let index = dir.join("aborted_transactions");
+    let mut entries = std::fs::read(&index).unwrap();
+    assert_eq!(entries.len(), 8 + 36, "one abort indexed");
+    entries.extend_from_slice(&[0x55; 20]);
+    std::fs::write(&index, &entries).unwrap();
+    broker.restart();
+    assert!(broker.log().contains("aborted-transaction index cut"), "the torn index tail was reported");
+    assert_eq!(std::fs::metadata(&index).unwrap().len(), 8 + 36);
+    assert_eq!((latest(&broker, "torn", 1), latest(&broker, "torn", 0)), (0, 4));
+    let raw = fetch(&broker, "torn", 0, 0);
+    assert_eq!(raw.batch_bases, vec![0, 1, 2, 3], "the torn batch is gone");
+    assert_eq!(write_marker(&broker, open, 0, true, &[("torn", &[0])]), [0]);
+    let raw = fetch(&broker, "torn", 0, 1);
+    assert_eq!((raw.last_stable_offset, raw.aborted), (5, Some(vec![(aborted, 1)])));
+    let committed = reader(&broker, "torn", "read_committed");
+    let got = consume(&committed, "torn", &[0], Offset::Beginning, 2, Duration::from_secs(20));
+    assert_eq!(values(&got), ["open-1", "plain"]);
+}
+
+#[test]
 fn produce_and_marker_rules_answer_kafkas_errors() {
     // Proves the Kafka errors of the transactional paths: a transactional batch without a
     // transactional id (53), a plain batch during the producer's transaction (48), a zombie
