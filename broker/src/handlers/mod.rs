@@ -37,6 +37,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
 
 use std::rc::Rc;
 
@@ -166,6 +167,7 @@ pub async fn handle(shard: &Rc<Shard>, client_host: &str, request: Request) -> R
             Reply::Now(ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(shard, version, body).await))
         }
         RequestKind::OffsetDelete(body) => offset_delete::handle(shard, version, body).await,
+        RequestKind::TxnOffsetCommit(body) => txn_offset_commit::handle(shard, version, body).await,
         // Our bug (a row in SUPPORTED_APIS without an arm here), not the
         // client's: say so loudly, but cost only this connection.
         _ => {
