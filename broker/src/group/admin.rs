@@ -134,8 +134,10 @@ pub fn describe(shard: &Shard, group_id: &str, version: i16) -> Option<Described
     })
 }
 
-/// Deletes an empty group with its committed offsets (Kafka's rules:
-/// GROUP_ID_NOT_FOUND when unknown, NON_EMPTY_GROUP while it has members).
+/// Deletes an empty group with its committed offsets and its pending
+/// transactional ones (Kafka's rules: GROUP_ID_NOT_FOUND when unknown,
+/// NON_EMPTY_GROUP while it has members; an open transaction does not
+/// prevent it, and its completion later finds nothing of the group).
 /// The group is gone at once; the answer comes once its tombstone is
 /// durable, and only then are its offsets dropped.
 pub async fn delete_group(shard: &Rc<Shard>, group_id: &str) -> Step<i16> {
@@ -176,7 +178,8 @@ pub type DeletedOffsets = Vec<(String, Vec<(i32, i16)>)>;
 /// members may only lose offsets of topics it is not subscribed to
 /// (GROUP_SUBSCRIBED_TO_TOPIC), and only if it speaks the consumer protocol
 /// (otherwise NON_EMPTY_GROUP for the whole request); unknown topics or
-/// partitions get UNKNOWN_TOPIC_OR_PARTITION.
+/// partitions get UNKNOWN_TOPIC_OR_PARTITION. Pending transactional
+/// offsets of the partitions go too, as in Kafka.
 pub async fn delete_offsets(
     shard: &Rc<Shard>,
     group_id: &str,
@@ -204,7 +207,12 @@ pub async fn delete_offsets(
                         } else if subscribed.contains(&topic) {
                             ErrorCode::GroupSubscribedToTopic.code()
                         } else {
-                            if offsets.is_some_and(|o| o.contains_key(&(topic.clone(), partition))) {
+                            // As in Kafka, a pending transactional offset of
+                            // the partition is deleted too (its record is the
+                            // same tombstone).
+                            let key = (topic.clone(), partition);
+                            let committed = offsets.is_some_and(|o| o.contains_key(&key));
+                            if committed || shard.groups.has_pending_offset(&store, group_id, &key) {
                                 let (group, topic) = (group_id.to_owned(), topic.clone());
                                 records.push(GroupRecord::OffsetDeleted { group, topic, partition });
                             }

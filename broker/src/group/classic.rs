@@ -664,6 +664,28 @@ impl ClassicGroup {
         Ok(())
     }
 
+    /// Kafka's `ClassicGroup.validateOffsetCommit` for a transactional
+    /// commit: a commit without generation into an Empty group passes; one
+    /// naming a generation, member id or instance id must come from a
+    /// member of the current generation; one naming none of them passes
+    /// whatever the state (TxnOffsetCommit below v3 carries no member), and
+    /// so does a member's while the leader's assignment is awaited. The
+    /// member's session is not refreshed.
+    pub fn validate_txn_commit(
+        &self,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), ErrorCode> {
+        if generation_id < 0 && self.state == GroupState::Empty {
+            return Ok(());
+        }
+        if generation_id >= 0 || !member_id.is_empty() || group_instance_id.is_some() {
+            self.check_member(member_id, group_instance_id, generation_id)?;
+        }
+        Ok(())
+    }
+
     /// Offset retention (KIP-211, Kafka's `offsetExpirationCondition` and
     /// `cleanupExpiredOffsets`): only an Empty group's offsets expire, each
     /// `retention_ms` after the later of its commit and the moment the
@@ -1135,6 +1157,35 @@ mod tests {
     }
 
     #[test]
+    fn transactional_commits_are_checked_as_kafka_checks_them() {
+        // Proves Kafka's rules for TxnOffsetCommit in a classic group: one
+        // without generation, member or instance id (below v3) passes in
+        // any state; a member's must carry the current generation, also
+        // passes while the leader's assignment is awaited; strangers and a
+        // static member's old id are refused; an Empty group takes one
+        // without generation.
+        let now = Instant::now();
+        let mut group = ClassicGroup::new("g".into());
+        assert_eq!(group.validate_txn_commit("", None, -1), Ok(()));
+        assert_eq!(group.validate_txn_commit("anyone", None, -1), Ok(()), "an Empty group, generation -1");
+        let (a, step) = join_new(&mut group, "a", now);
+        now_result(step);
+        assert_eq!(group.state, GroupState::CompletingRebalance);
+        assert_eq!(group.validate_txn_commit(&a, None, 1), Ok(()), "no REBALANCE_IN_PROGRESS for transactions");
+        let _ = group.sync(&a, None, 1, vec![], now);
+        assert_eq!(group.validate_txn_commit(&a, None, 1), Ok(()));
+        assert_eq!(group.validate_txn_commit("", None, -1), Ok(()), "pre-v3 requests carry no member");
+        assert_eq!(group.validate_txn_commit(&a, None, 0), Err(ErrorCode::IllegalGeneration));
+        assert_eq!(group.validate_txn_commit(&a, None, -1), Err(ErrorCode::IllegalGeneration));
+        assert_eq!(group.validate_txn_commit("x", None, 1), Err(ErrorCode::UnknownMemberId));
+        assert_eq!(group.validate_txn_commit("", None, 1), Err(ErrorCode::UnknownMemberId));
+        let group = stable_static_pair(now);
+        assert_eq!(group.validate_txn_commit("a", Some("ia"), 2), Ok(()));
+        assert_eq!(group.validate_txn_commit("b", Some("ia"), 2), Err(ErrorCode::FencedInstanceId));
+        assert_eq!(group.validate_txn_commit("a", Some("nobody"), 2), Err(ErrorCode::UnknownMemberId));
+    }
+
+    #[test]
     fn incompatible_protocols_are_refused() {
         // Proves a joiner sharing no protocol with the members is refused.
         let now = Instant::now();
@@ -1465,7 +1516,7 @@ mod tests {
     }
 
     fn offset(commit_timestamp_ms: i64) -> Committed {
-        Committed { offset: 5, leader_epoch: -1, metadata: None, commit_timestamp_ms }
+        Committed { offset: 5, leader_epoch: -1, metadata: None, commit_timestamp_ms, sequence: 0 }
     }
 
     #[test]

@@ -2543,7 +2543,8 @@ mod tests {
         // only when it is empty and every offset expired.
         let mut harness = Harness::new(Topics::default().with("t", 1).with("gone", 1));
         harness.ok(join("a", &["t"]));
-        let committed = |at: i64| Committed { offset: 1, leader_epoch: -1, metadata: None, commit_timestamp_ms: at };
+        let committed =
+            |at: i64| Committed { offset: 1, leader_epoch: -1, metadata: None, commit_timestamp_ms: at, sequence: 0 };
         let offsets = [(("t".to_string(), 0), committed(0)), (("gone".to_string(), 0), committed(0))];
         let entries = || offsets.iter().map(|(key, value)| (key, value));
         let expiry = harness.group.expire_offsets(entries(), 1_000, 1_000);

@@ -19,9 +19,15 @@
 //! coordinates now (the shard count changed, or a format-1 file was found)
 //! are handed to that shard, which keeps the newer commit of each
 //! partition; then the log is compacted to what this shard owns.
+//!
+//! Offset records (commits and transactional commits) are numbered when
+//! placed ([`GroupCoordinator::append_numbered`]): the number says which of
+//! two records of a partition was placed later, across compaction and
+//! hand-over (see `txn_offsets`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -33,7 +39,7 @@ use super::classic::{ClassicGroup, DeferredJoin};
 use super::config::GroupConfig;
 use super::consumer::{self, ConsumerGroup, ConsumerGroupConfig, HeartbeatError, HeartbeatRequest, HeartbeatResponse};
 use super::log_v1;
-use super::offsets::{OffsetStore, TopicPartition};
+use super::offsets::{Committed, OffsetStore, TopicPartition};
 use super::records::{self, GroupRecord};
 use crate::event::Event;
 use crate::internal_log::{self, InternalLog, OnDurable, SNAPSHOT_PAYLOAD_BYTES_MAX};
@@ -66,6 +72,12 @@ pub struct GroupCoordinator {
     /// by group: retention leaves such a group alone, since what it sees in
     /// memory is not yet all the log holds.
     offsets_in_flight: Rc<RefCell<HashMap<String, usize>>>,
+    /// Transactional offsets placed but not yet applied, by group and
+    /// partition: a require_stable fetch counts them as pending.
+    txn_offsets_in_flight: Rc<RefCell<HashMap<(String, TopicPartition), usize>>>,
+    /// The sequence number the next offset record placed gets: above every
+    /// number this shard's offsets carry.
+    next_sequence: Cell<u64>,
     /// Set once this shard's groups are loaded: groups handed over by other
     /// shards at start wait for it.
     loaded: Event,
@@ -116,6 +128,8 @@ impl GroupCoordinator {
             dirty: RefCell::new(BTreeSet::new()),
             dirty_waker: RefCell::new(None),
             offsets_in_flight: Rc::default(),
+            txn_offsets_in_flight: Rc::default(),
+            next_sequence: Cell::new(1),
             loaded: Event::default(),
             closing: Cell::new(false),
         }
@@ -129,7 +143,7 @@ impl GroupCoordinator {
     pub async fn start(shard: &Rc<Shard>) -> Result<(), String> {
         let dir = internal_log::log_dir(&shard.config.data_dir, OFFSETS_DIR, shard.id);
         let (log, state, legacy) = shard.groups.open_log(shard, &dir).await?;
-        let mut by_owner = state.by_owner(shard.count);
+        let mut by_owner = state.by_owner(shard.count, shard.id);
         shard.groups.install(by_owner.remove(&shard.id).unwrap_or_default())?;
         *shard.groups.log.borrow_mut() = Some(Rc::new(log));
         shard.groups.loaded.set();
@@ -139,7 +153,7 @@ impl GroupCoordinator {
         for orphan in orphan_dirs(&shard.config.data_dir, shard.id, shard.count) {
             let (log, state, _) = shard.groups.open_log(shard, &orphan).await?;
             log.close().await.map_err(|err| err.to_string())?;
-            hand_over(shard, state.by_owner(shard.count)).await?;
+            hand_over(shard, state.by_owner(shard.count, shard.id)).await?;
             std::fs::remove_dir_all(&orphan).map_err(|err| format!("removing {}: {err}", orphan.display()))?;
             tracing::info!(dir = %orphan.display(), "the group log of a shard that no longer runs was handed over and removed");
         }
@@ -191,8 +205,15 @@ impl GroupCoordinator {
         let mut groups = self.classic.borrow_mut();
         let mut consumers = self.consumer.borrow_mut();
         let mut store = self.offsets.borrow_mut();
-        for record in records {
-            let group_id = record.group().to_owned();
+        for mut record in records {
+            if let Some(sequence) = record.sequence_mut() {
+                self.next_sequence.set(self.next_sequence.get().max(*sequence + 1));
+            }
+            let Some(group_id) = record.group().map(str::to_owned) else {
+                // A producer's record (its epoch, a completion).
+                store.apply(&record);
+                continue;
+            };
             match record {
                 GroupRecord::ClassicGroup(group) => {
                     groups.insert(group_id, ClassicGroup::restore(group, now));
@@ -203,8 +224,9 @@ impl GroupCoordinator {
                 }
                 record => {
                     store.apply(&record);
-                    // A group known only by its offsets (simple commits):
-                    // an empty classic group, as Kafka loads it.
+                    // A group known only by its offsets (simple commits,
+                    // transactional ones): an empty classic group, as Kafka
+                    // loads it.
                     if !consumers.contains_key(&group_id) {
                         groups.entry(group_id.clone()).or_insert_with(|| ClassicGroup::new(group_id));
                     }
@@ -220,20 +242,29 @@ impl GroupCoordinator {
     /// Takes over groups handed from another shard's log at start: each
     /// committed offset unless this shard has a newer one, each group's
     /// membership unless this shard knows the group. Durable on return.
+    /// Offset records are numbered again here, in the order their numbers
+    /// gave them on the other shard, after everything this shard holds.
     async fn adopt(shard: &Rc<Shard>, records: Vec<GroupRecord>) -> Result<(), String> {
         shard.groups.loaded.wait().await;
-        let wanted: Vec<GroupRecord> = records.into_iter().filter(|record| shard.groups.is_newer(record)).collect();
-        if wanted.is_empty() {
+        let (mut offsets, mut wanted): (Vec<GroupRecord>, Vec<GroupRecord>) = records
+            .into_iter()
+            .filter(|record| shard.groups.is_newer(record))
+            .partition(|record| matches!(record, GroupRecord::OffsetCommit(_) | GroupRecord::TxnOffsetCommit { .. }));
+        if offsets.is_empty() && wanted.is_empty() {
             return Ok(());
         }
-        let payload = records::encode_batch(&wanted);
+        offsets.sort_by_key(|record| match record {
+            GroupRecord::OffsetCommit(offset) | GroupRecord::TxnOffsetCommit { offset, .. } => offset.sequence,
+            _ => unreachable!("only offset records"),
+        });
+        wanted.extend(offsets);
         let (done, durable) = oneshot::channel();
         let owner = shard.clone();
-        let on_durable: OnDurable = Box::new(move |outcome| {
-            let outcome = outcome.and_then(|()| owner.groups.install(wanted));
+        let on_durable = move |outcome: Result<Vec<GroupRecord>, String>| {
+            let outcome = outcome.and_then(|numbered| owner.groups.install(numbered));
             let _ = done.send(outcome);
-        });
-        shard.groups.append(payload, on_durable).await.map_err(|err| err.to_string())?;
+        };
+        shard.groups.append_numbered(wanted, on_durable).await.map_err(|err| err.to_string())?;
         durable.await.map_err(|_| "the group log closed before the handed-over groups were durable".to_string())?
     }
 
@@ -246,7 +277,17 @@ impl GroupCoordinator {
                 let known = store.group(&commit.group).and_then(|o| o.get(&(commit.topic.clone(), commit.partition)));
                 known.is_none_or(|known| known.commit_timestamp_ms < commit.commit_timestamp_ms)
             }
-            GroupRecord::ClassicGroup(_) | GroupRecord::ConsumerGroup(_) => !self.exists(record.group()),
+            GroupRecord::TxnOffsetCommit { producer_id, offset, .. } => {
+                let store = self.offsets.borrow();
+                let known = store.pending.get(*producer_id, &offset.group, &(offset.topic.clone(), offset.partition));
+                known.is_none_or(|known| known.offset.commit_timestamp_ms < offset.commit_timestamp_ms)
+            }
+            GroupRecord::TxnProducer { producer_id, producer_epoch, .. } => {
+                self.offsets.borrow().pending.producer(*producer_id).is_none_or(|seen| seen.epoch < *producer_epoch)
+            }
+            GroupRecord::ClassicGroup(_) | GroupRecord::ConsumerGroup(_) => {
+                record.group().is_some_and(|group| !self.exists(group))
+            }
             _ => false,
         }
     }
@@ -264,6 +305,35 @@ impl GroupCoordinator {
     pub async fn append(&self, payload: Vec<u8>, on_durable: OnDurable) -> Result<(), engine::EngineError> {
         let log = self.log()?;
         log.append(move || payload, on_durable).await.map(|_| ())
+    }
+
+    /// Places `records` in the group log, numbering their offset records
+    /// (commits, transactional commits) in order at the append's turn, so
+    /// that numbers grow in log order; `on_durable` gets the numbered
+    /// records once they are durable (in log order), or the reason they
+    /// never will be. Not called at all when the append could not be
+    /// placed (the error is returned).
+    pub async fn append_numbered(
+        &self,
+        records: Vec<GroupRecord>,
+        on_durable: impl FnOnce(Result<Vec<GroupRecord>, String>) + 'static,
+    ) -> Result<(), engine::EngineError> {
+        let log = self.log()?;
+        let numbered: Rc<RefCell<Vec<GroupRecord>>> = Rc::default();
+        let written = numbered.clone();
+        let next_sequence = &self.next_sequence;
+        let encode = move || {
+            let mut records = records;
+            for sequence in records.iter_mut().filter_map(GroupRecord::sequence_mut) {
+                *sequence = next_sequence.get();
+                next_sequence.set(*sequence + 1);
+            }
+            let payload = records::encode_batch(&records);
+            *written.borrow_mut() = records;
+            payload
+        };
+        let on_durable: OnDurable = Box::new(move |outcome| on_durable(outcome.map(|()| numbered.take())));
+        log.append(encode, on_durable).await.map(|_| ())
     }
 
     /// Applies durable offset records (commits, deletions) to memory.
@@ -312,8 +382,78 @@ impl GroupCoordinator {
     /// is dropped: move it into the append's `on_durable`, so it drops
     /// once the append was applied (or failed, or was never placed).
     pub fn offsets_in_flight(&self, group_id: &str) -> OffsetsInFlight {
-        *self.offsets_in_flight.borrow_mut().entry(group_id.to_owned()).or_default() += 1;
-        OffsetsInFlight { counts: self.offsets_in_flight.clone(), group: group_id.to_owned() }
+        InFlight::new(&self.offsets_in_flight, vec![group_id.to_owned()])
+    }
+
+    /// Counts transactional offsets of these (group, partition)s as placed
+    /// and not yet applied until the guard is dropped (as
+    /// [`GroupCoordinator::offsets_in_flight`]).
+    pub fn txn_offsets_in_flight(
+        &self,
+        partitions: Vec<(String, TopicPartition)>,
+    ) -> InFlight<(String, TopicPartition)> {
+        InFlight::new(&self.txn_offsets_in_flight, partitions)
+    }
+
+    /// Whether `group_id`'s `partition` has a pending transactional offset,
+    /// applied (in `store`) or placed and not yet durable: what makes a
+    /// require_stable OffsetFetch answer UNSTABLE_OFFSET_COMMIT.
+    pub fn has_pending_offset(&self, store: &OffsetStore, group_id: &str, partition: &TopicPartition) -> bool {
+        store.pending.has_partition(group_id, partition)
+            || self.txn_offsets_in_flight.borrow().contains_key(&(group_id.to_owned(), partition.clone()))
+    }
+
+    /// INVALID_PRODUCER_EPOCH when `producer_epoch` is older than the last
+    /// epoch this log saw of `producer_id` (Kafka's
+    /// `ProducerAppendInfo.checkProducerEpoch` on its offsets partition).
+    pub fn check_producer_epoch(&self, producer_id: i64, producer_epoch: i16) -> Result<(), ErrorCode> {
+        match self.offsets.borrow().pending.producer(producer_id) {
+            Some(seen) if producer_epoch < seen.epoch => Err(ErrorCode::InvalidProducerEpoch),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remembers `producer_epoch` as the last epoch of `producer_id`, from
+    /// the moment a record of it is placed.
+    pub fn note_producer(&self, producer_id: i64, producer_epoch: i16, timestamp_ms: i64) {
+        self.offsets.borrow_mut().pending.note_producer(producer_id, producer_epoch, timestamp_ms);
+    }
+
+    /// Waits until this shard's own groups are loaded (start).
+    pub async fn wait_loaded(&self) {
+        self.loaded.wait().await;
+    }
+
+    /// Kafka's rules for who may commit transactional offsets to
+    /// `group_id` (`validateTransactionalOffsetCommit`): a group that does
+    /// not exist is created (an empty classic group) for a commit without
+    /// a generation (-1: every request below v3), else ILLEGAL_GENERATION.
+    /// In a classic group a commit with a generation, member id or
+    /// instance id must be by a member (UNKNOWN_MEMBER_ID,
+    /// FENCED_INSTANCE_ID) of the current generation (ILLEGAL_GENERATION);
+    /// one with none of them is accepted whatever the group's state, and so
+    /// is a member's while the leader's assignment is awaited. In a
+    /// consumer-protocol group the member must exist with exactly that
+    /// member epoch, ILLEGAL_GENERATION otherwise (Kafka maps
+    /// STALE_MEMBER_EPOCH so), unless the group is empty and the epoch -1.
+    /// Member sessions are not refreshed, as in Kafka.
+    pub fn validate_txn_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), ErrorCode> {
+        if let Some(group) = self.consumer.borrow().get(group_id) {
+            return group.validate_offset_commit(member_id, generation_id, 0, true).map_err(|code| match code {
+                ErrorCode::StaleMemberEpoch => ErrorCode::IllegalGeneration,
+                other => other,
+            });
+        }
+        self.with_classic(group_id, generation_id < 0, |group| {
+            group.validate_txn_commit(member_id, group_instance_id, generation_id)
+        })
+        .unwrap_or(Err(ErrorCode::IllegalGeneration))
     }
 
     /// Runs `f` on the classic group, creating it (Empty) if `create` and
@@ -471,19 +611,24 @@ impl GroupCoordinator {
         self.consumer.borrow().get(group_id).map(|group| GroupRecord::ConsumerGroup(group.snapshot()))
     }
 
-    /// Every live group and offset as records, cut into payloads of about
-    /// [`SNAPSHOT_PAYLOAD_BYTES_MAX`]: the state compaction writes.
+    /// Every live group and offset (committed and pending, with their
+    /// sequence numbers) and every remembered producer epoch as records,
+    /// cut into payloads of about [`SNAPSHOT_PAYLOAD_BYTES_MAX`]: the state
+    /// compaction writes.
     pub fn snapshot(&self) -> Vec<Vec<u8>> {
         let store = self.offsets.borrow();
         let mut ids: BTreeSet<String> = self.classic.borrow().keys().cloned().collect();
         ids.extend(self.consumer.borrow().keys().cloned());
-        ids.extend(store.group_ids().cloned());
+        ids.extend(store.group_ids());
         let mut payloads = Vec::new();
         let mut pending = Vec::new();
         let mut pending_bytes = 0usize;
-        for id in ids {
+        let groups = ids.into_iter().map(|id| {
             let mut records: Vec<GroupRecord> = self.membership_record(&id).into_iter().collect();
             records.extend(store.records_of(&id));
+            records
+        });
+        for records in groups.chain(std::iter::once(store.pending.producer_records())) {
             for record in records {
                 pending_bytes += estimated_bytes(&record);
                 pending.push(record);
@@ -564,6 +709,7 @@ impl GroupCoordinator {
             if retention_checked.elapsed() >= retention_check_interval {
                 retention_checked = Instant::now();
                 GroupCoordinator::expire_offsets(&shard).await;
+                GroupCoordinator::expire_producers(&shard);
             }
             if let Ok(log) = shard.groups.log() {
                 if log.wants_compaction() {
@@ -628,22 +774,38 @@ impl GroupCoordinator {
         }
     }
 
+    /// Forgets the epochs of producers with nothing pending here that were
+    /// last seen longer ago than Kafka's default `producer.id.expiration.ms`.
+    fn expire_producers(shard: &Rc<Shard>) {
+        let expiration_ms = crate::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT;
+        let forgotten =
+            shard.groups.offsets.borrow_mut().pending.expire_producers(crate::partition::now_ms(), expiration_ms);
+        if forgotten > 0 {
+            tracing::debug!(shard = shard.id, producers = forgotten, "idle transactional producers forgotten");
+        }
+    }
+
     /// What retention deletes now ([`ClassicGroup::expire_offsets`]), at
     /// most [`EXPIRED_RECORDS_PER_CHECK_MAX`] records (the rest waits for
     /// the next check). A group with offset appends in flight waits too:
-    /// its offsets in memory are not yet all the log holds.
-    fn expiry_records(&self, now_ms: i64) -> Vec<GroupRecord> {
+    /// its offsets in memory are not yet all the log holds. As in Kafka's
+    /// `cleanupExpiredOffsets`, an offset whose partition has a pending
+    /// transactional offset does not expire, and a group with pending
+    /// offsets (an open transaction) is not deleted.
+    pub(crate) fn expiry_records(&self, now_ms: i64) -> Vec<GroupRecord> {
         let groups = self.classic.borrow();
         let store = self.offsets.borrow();
         let in_flight = self.offsets_in_flight.borrow();
+        let pending = &store.pending;
         let mut records = Vec::new();
         for group in groups.values().filter(|group| !in_flight.contains_key(&group.id)) {
             let room = EXPIRED_RECORDS_PER_CHECK_MAX.saturating_sub(records.len());
             if room == 0 {
                 break;
             }
-            let offsets = store.group(&group.id).into_iter().flatten();
-            let expiry = group.expire_offsets(offsets, now_ms, self.config.offsets_retention_ms);
+            let mut expiry =
+                group.expire_offsets(settled_offsets(&store, &group.id), now_ms, self.config.offsets_retention_ms);
+            expiry.delete_group &= !pending.has_group(&group.id);
             let whole = expiry.expired.len() < room;
             let deleted = expiry.expired.into_iter().take(room).map(|(topic, partition): TopicPartition| {
                 GroupRecord::OffsetDeleted { group: group.id.clone(), topic, partition }
@@ -659,8 +821,9 @@ impl GroupCoordinator {
             if room == 0 {
                 break;
             }
-            let offsets = store.group(group.id()).into_iter().flatten();
-            let expiry = group.expire_offsets(offsets, now_ms, self.config.offsets_retention_ms);
+            let mut expiry =
+                group.expire_offsets(settled_offsets(&store, group.id()), now_ms, self.config.offsets_retention_ms);
+            expiry.delete_group &= !pending.has_group(group.id());
             let whole = expiry.expired.len() < room;
             records.extend(expiry.expired.into_iter().take(room).map(|(topic, partition)| {
                 GroupRecord::OffsetDeleted { group: group.id().to_owned(), topic, partition }
@@ -750,29 +913,55 @@ async fn write_dirty(shard: &Rc<Shard>, log: &InternalLog) -> Result<(), engine:
     log.append(encode, on_durable).await.map(|_| ())
 }
 
-/// An offset append of one group in flight
-/// ([`GroupCoordinator::offsets_in_flight`]); dropping it ends the count.
-pub struct OffsetsInFlight {
-    counts: Rc<RefCell<HashMap<String, usize>>>,
-    group: String,
+/// An append in flight, counted under each of its keys until dropped
+/// ([`GroupCoordinator::offsets_in_flight`],
+/// [`GroupCoordinator::txn_offsets_in_flight`]).
+pub struct InFlight<K: Hash + Eq> {
+    counts: Rc<RefCell<HashMap<K, usize>>>,
+    keys: Vec<K>,
 }
 
-impl Drop for OffsetsInFlight {
+/// An offset append of one group in flight.
+pub type OffsetsInFlight = InFlight<String>;
+
+impl<K: Hash + Eq + Clone> InFlight<K> {
+    fn new(counts: &Rc<RefCell<HashMap<K, usize>>>, keys: Vec<K>) -> InFlight<K> {
+        let mut counted = counts.borrow_mut();
+        for key in &keys {
+            *counted.entry(key.clone()).or_default() += 1;
+        }
+        InFlight { counts: counts.clone(), keys }
+    }
+}
+
+impl<K: Hash + Eq> Drop for InFlight<K> {
     fn drop(&mut self) {
         let mut counts = self.counts.borrow_mut();
-        let count = counts.get_mut(&self.group).expect("counted when the guard was made");
-        *count -= 1;
-        if *count == 0 {
-            counts.remove(&self.group);
+        for key in &self.keys {
+            let count = counts.get_mut(key).expect("counted when the guard was made");
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(key);
+            }
         }
     }
+}
+
+/// The committed offsets of `group` that retention may judge: those of
+/// partitions without a pending transactional offset.
+fn settled_offsets<'a>(
+    store: &'a OffsetStore,
+    group: &'a str,
+) -> impl Iterator<Item = (&'a TopicPartition, &'a Committed)> + 'a {
+    let offsets = store.group(group).into_iter().flatten();
+    offsets.filter(move |(partition, _)| !store.pending.has_partition(group, partition))
 }
 
 /// A rough size of a record once encoded, for cutting snapshots.
 fn estimated_bytes(record: &GroupRecord) -> usize {
     match record {
-        GroupRecord::OffsetCommit(commit) => {
-            64 + commit.group.len() + commit.topic.len() + commit.metadata.as_ref().map_or(0, String::len)
+        GroupRecord::OffsetCommit(commit) | GroupRecord::TxnOffsetCommit { offset: commit, .. } => {
+            80 + commit.group.len() + commit.topic.len() + commit.metadata.as_ref().map_or(0, String::len)
         }
         GroupRecord::ClassicGroup(group) => {
             let members: usize = group
@@ -805,18 +994,28 @@ struct Replayed {
 }
 
 impl Replayed {
-    /// Every group's records (membership, then offsets), by owner.
-    fn by_owner(self, shards: usize) -> ByOwner {
+    /// Every group's records (membership, then offsets: committed and
+    /// pending), by owner. The producers' epochs go to `reader` (the shard
+    /// reading the log) and to every shard receiving groups, since their
+    /// pending offsets and later transactional commits may be anywhere.
+    fn by_owner(self, shards: usize, reader: usize) -> ByOwner {
         let Replayed { mut classic, mut consumer, offsets } = self;
         let mut ids: BTreeSet<String> = classic.keys().cloned().collect();
         ids.extend(consumer.keys().cloned());
-        ids.extend(offsets.group_ids().cloned());
+        ids.extend(offsets.group_ids());
         let mut by_owner = ByOwner::new();
         for id in ids {
             let records = by_owner.entry(super::coordinator_shard(&id, shards)).or_default();
             records.extend(classic.remove(&id).map(GroupRecord::ClassicGroup));
             records.extend(consumer.remove(&id).map(GroupRecord::ConsumerGroup));
             records.extend(offsets.records_of(&id));
+        }
+        let producers = offsets.pending.producer_records();
+        if !producers.is_empty() {
+            by_owner.entry(reader).or_default();
+            for records in by_owner.values_mut() {
+                records.extend(producers.iter().cloned());
+            }
         }
         by_owner
     }

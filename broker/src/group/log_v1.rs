@@ -136,7 +136,18 @@ fn decode_records(payload: &[u8], out: &mut Vec<OffsetRecord>) -> Result<(), Str
             len if len >= 0 => Some(reader.str(len as usize)?),
             len => return Err(format!("metadata length {len}")),
         };
-        out.push(OffsetRecord { group, topic, partition, offset, leader_epoch, metadata, commit_timestamp_ms });
+        // Format 1 predates sequence numbers: its commits count as placed
+        // before every numbered record.
+        out.push(OffsetRecord {
+            group,
+            topic,
+            partition,
+            offset,
+            leader_epoch,
+            metadata,
+            commit_timestamp_ms,
+            sequence: 0,
+        });
     }
     Ok(())
 }
@@ -189,6 +200,7 @@ pub(crate) mod tests {
             leader_epoch: -1,
             metadata: (offset % 2 == 0).then(|| format!("m{offset}")),
             commit_timestamp_ms: 1000 + offset,
+            sequence: 0,
         }
     }
 

@@ -13,6 +13,8 @@
 //! - [`admin`]: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
 //! - [`offsets`]: committed offsets; OffsetCommit/OffsetFetch on a
 //!   coordinator.
+//! - [`txn_offsets`]: transactional offsets (TxnOffsetCommit), pending
+//!   until their transaction completes ([`txn_offsets::complete_for_producer`]).
 //! - [`records`], `schema`: the group log's records and their flatbuffers
 //!   encoding (format in docs/groups.md).
 //! - [`log_v1`]: the format-1 offsets file of earlier versions, read once to
@@ -29,6 +31,9 @@ pub mod log_v1;
 pub mod offsets;
 pub mod records;
 mod schema;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod txn_offsets;
 
 pub use coordinator::GroupCoordinator;
 

@@ -4,11 +4,19 @@
 //! the whole current value of its key (a committed offset, a group's
 //! membership), so replaying the log in order and keeping the last value
 //! per key rebuilds the state, and a snapshot is just every live value.
+//! Two kinds are events rather than values: a transaction's completion
+//! (`TxnCompleted`, applied to the pending offsets before it) and a
+//! deletion; replaying them where they stand in the log gives the same
+//! result every time, and a snapshot restates what they left. Offset
+//! records carry a sequence number so that which of two was placed later
+//! survives compaction and hand-over (see `txn_offsets`).
 //! Encoding never fails; decoding checks the buffer with flatbuffers'
 //! verifier and every field this code requires.
 
 use bytes::Bytes;
-use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, TableFinishedWIPOffset, Vector, WIPOffset};
+use flatbuffers::{
+    FlatBufferBuilder, ForwardsUOffset, TableFinishedWIPOffset, TableUnfinishedWIPOffset, Vector, WIPOffset,
+};
 use uuid::Uuid;
 
 use super::assignor::TopicPartitions;
@@ -29,16 +37,42 @@ pub enum GroupRecord {
     ConsumerGroup(ConsumerGroupSnapshot),
     /// The group and every offset it committed removed (DeleteGroups).
     GroupDeleted { group: String },
+    /// A transactional offset (TxnOffsetCommit), pending until its
+    /// producer's transaction completes; replaces the producer's earlier
+    /// pending offset of the partition.
+    TxnOffsetCommit { producer_id: i64, producer_epoch: i16, offset: OffsetCommitRecord },
+    /// A producer's transaction ended (Kafka's COMMIT or ABORT marker in
+    /// `__consumer_offsets`): its pending offsets become committed ones, or
+    /// are dropped.
+    TxnCompleted { producer_id: i64, producer_epoch: i16, commit: bool, timestamp_ms: i64 },
+    /// The last epoch this log saw of a producer, written by snapshots so
+    /// that fencing outlives compaction.
+    TxnProducer { producer_id: i64, producer_epoch: i16, timestamp_ms: i64 },
 }
 
 impl GroupRecord {
-    /// The group the record belongs to.
-    pub fn group(&self) -> &str {
+    /// The group the record belongs to; `None` for the records of a
+    /// producer, which span groups.
+    pub fn group(&self) -> Option<&str> {
         match self {
-            GroupRecord::OffsetCommit(record) => &record.group,
-            GroupRecord::OffsetDeleted { group, .. } | GroupRecord::GroupDeleted { group } => group,
-            GroupRecord::ClassicGroup(record) => &record.group,
-            GroupRecord::ConsumerGroup(snapshot) => &snapshot.group_id,
+            GroupRecord::OffsetCommit(record) | GroupRecord::TxnOffsetCommit { offset: record, .. } => {
+                Some(&record.group)
+            }
+            GroupRecord::OffsetDeleted { group, .. } | GroupRecord::GroupDeleted { group } => Some(group),
+            GroupRecord::ClassicGroup(record) => Some(&record.group),
+            GroupRecord::ConsumerGroup(snapshot) => Some(&snapshot.group_id),
+            GroupRecord::TxnCompleted { .. } | GroupRecord::TxnProducer { .. } => None,
+        }
+    }
+
+    /// The sequence number of an offset record (commit or transactional
+    /// commit), for numbering it at its place in the log.
+    pub fn sequence_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            GroupRecord::OffsetCommit(record) | GroupRecord::TxnOffsetCommit { offset: record, .. } => {
+                Some(&mut record.sequence)
+            }
+            _ => None,
         }
     }
 }
@@ -53,6 +87,10 @@ pub struct OffsetCommitRecord {
     pub leader_epoch: i32,
     pub metadata: Option<String>,
     pub commit_timestamp_ms: i64,
+    /// The record's place among this log's offset records (commits and
+    /// transactional commits): numbered when placed, so a larger number
+    /// was placed later. 0 for records written before numbering existed.
+    pub sequence: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -115,23 +153,32 @@ fn encode_entry(builder: &mut FlatBufferBuilder, record: &GroupRecord) -> Table 
 
 /// Writes the record's own table; returns its union type and offset.
 fn encode_record(builder: &mut FlatBufferBuilder, record: &GroupRecord) -> (u8, Table) {
-    use schema::{GroupDeleted, OffsetCommit, OffsetDeleted};
+    use schema::{GroupDeleted, OffsetDeleted, TxnCompleted, TxnOffsetCommit, TxnProducer};
     match record {
         GroupRecord::OffsetCommit(commit) => {
-            let group = builder.create_string(&commit.group);
-            let topic = builder.create_string(&commit.topic);
-            let metadata = commit.metadata.as_deref().map(|m| builder.create_string(m));
-            let table = builder.start_table();
-            builder.push_slot_always(OffsetCommit::VT_GROUP, group);
-            builder.push_slot_always(OffsetCommit::VT_TOPIC, topic);
-            builder.push_slot_always::<i32>(OffsetCommit::VT_PARTITION, commit.partition);
-            builder.push_slot_always::<i64>(OffsetCommit::VT_OFFSET, commit.offset);
-            builder.push_slot_always::<i32>(OffsetCommit::VT_LEADER_EPOCH, commit.leader_epoch);
-            if let Some(metadata) = metadata {
-                builder.push_slot_always(OffsetCommit::VT_METADATA, metadata);
-            }
-            builder.push_slot_always::<i64>(OffsetCommit::VT_COMMIT_TIMESTAMP_MS, commit.commit_timestamp_ms);
+            let table = encode_offset_fields(builder, commit);
             (record_type::OFFSET_COMMIT, builder.end_table(table))
+        }
+        GroupRecord::TxnOffsetCommit { producer_id, producer_epoch, offset } => {
+            let table = encode_offset_fields(builder, offset);
+            builder.push_slot_always::<i64>(TxnOffsetCommit::VT_PRODUCER_ID, *producer_id);
+            builder.push_slot_always::<i16>(TxnOffsetCommit::VT_PRODUCER_EPOCH, *producer_epoch);
+            (record_type::TXN_OFFSET_COMMIT, builder.end_table(table))
+        }
+        GroupRecord::TxnCompleted { producer_id, producer_epoch, commit, timestamp_ms } => {
+            let table = builder.start_table();
+            builder.push_slot_always::<i64>(TxnCompleted::VT_PRODUCER_ID, *producer_id);
+            builder.push_slot_always::<i16>(TxnCompleted::VT_PRODUCER_EPOCH, *producer_epoch);
+            builder.push_slot_always::<bool>(TxnCompleted::VT_COMMIT, *commit);
+            builder.push_slot_always::<i64>(TxnCompleted::VT_TIMESTAMP_MS, *timestamp_ms);
+            (record_type::TXN_COMPLETED, builder.end_table(table))
+        }
+        GroupRecord::TxnProducer { producer_id, producer_epoch, timestamp_ms } => {
+            let table = builder.start_table();
+            builder.push_slot_always::<i64>(TxnProducer::VT_PRODUCER_ID, *producer_id);
+            builder.push_slot_always::<i16>(TxnProducer::VT_PRODUCER_EPOCH, *producer_epoch);
+            builder.push_slot_always::<i64>(TxnProducer::VT_TIMESTAMP_MS, *timestamp_ms);
+            (record_type::TXN_PRODUCER, builder.end_table(table))
         }
         GroupRecord::OffsetDeleted { group, topic, partition } => {
             let group = builder.create_string(group);
@@ -151,6 +198,31 @@ fn encode_record(builder: &mut FlatBufferBuilder, record: &GroupRecord) -> (u8, 
             (record_type::GROUP_DELETED, builder.end_table(table))
         }
     }
+}
+
+/// Starts a table and writes the fields `OffsetCommit` and
+/// `TxnOffsetCommit` share (the same slots in both, by design); the
+/// caller adds its own fields and ends the table.
+fn encode_offset_fields(
+    builder: &mut FlatBufferBuilder,
+    commit: &OffsetCommitRecord,
+) -> WIPOffset<TableUnfinishedWIPOffset> {
+    use schema::OffsetCommit;
+    let group = builder.create_string(&commit.group);
+    let topic = builder.create_string(&commit.topic);
+    let metadata = commit.metadata.as_deref().map(|m| builder.create_string(m));
+    let table = builder.start_table();
+    builder.push_slot_always(OffsetCommit::VT_GROUP, group);
+    builder.push_slot_always(OffsetCommit::VT_TOPIC, topic);
+    builder.push_slot_always::<i32>(OffsetCommit::VT_PARTITION, commit.partition);
+    builder.push_slot_always::<i64>(OffsetCommit::VT_OFFSET, commit.offset);
+    builder.push_slot_always::<i32>(OffsetCommit::VT_LEADER_EPOCH, commit.leader_epoch);
+    if let Some(metadata) = metadata {
+        builder.push_slot_always(OffsetCommit::VT_METADATA, metadata);
+    }
+    builder.push_slot_always::<i64>(OffsetCommit::VT_COMMIT_TIMESTAMP_MS, commit.commit_timestamp_ms);
+    builder.push_slot_always::<u64>(OffsetCommit::VT_SEQUENCE, commit.sequence);
+    table
 }
 
 fn encode_classic(builder: &mut FlatBufferBuilder, group: &ClassicGroupRecord) -> Table {
@@ -304,7 +376,33 @@ fn decode_record(record: RecordRef<'_>) -> Result<GroupRecord, String> {
             leader_epoch: t.leader_epoch().unwrap_or(-1),
             metadata: t.metadata().map(str::to_owned),
             commit_timestamp_ms: t.commit_timestamp_ms().unwrap_or(0),
+            sequence: t.sequence().unwrap_or(0),
         }),
+        RecordRef::TxnOffsetCommit(t) => GroupRecord::TxnOffsetCommit {
+            producer_id: required(t.producer_id(), "TxnOffsetCommit.producer_id")?,
+            producer_epoch: required(t.producer_epoch(), "TxnOffsetCommit.producer_epoch")?,
+            offset: OffsetCommitRecord {
+                group: required(t.group(), "TxnOffsetCommit.group")?.to_owned(),
+                topic: required(t.topic(), "TxnOffsetCommit.topic")?.to_owned(),
+                partition: required(t.partition(), "TxnOffsetCommit.partition")?,
+                offset: required(t.offset(), "TxnOffsetCommit.offset")?,
+                leader_epoch: t.leader_epoch().unwrap_or(-1),
+                metadata: t.metadata().map(str::to_owned),
+                commit_timestamp_ms: t.commit_timestamp_ms().unwrap_or(0),
+                sequence: required(t.sequence(), "TxnOffsetCommit.sequence")?,
+            },
+        },
+        RecordRef::TxnCompleted(t) => GroupRecord::TxnCompleted {
+            producer_id: required(t.producer_id(), "TxnCompleted.producer_id")?,
+            producer_epoch: required(t.producer_epoch(), "TxnCompleted.producer_epoch")?,
+            commit: required(t.commit(), "TxnCompleted.commit")?,
+            timestamp_ms: t.timestamp_ms().unwrap_or(0),
+        },
+        RecordRef::TxnProducer(t) => GroupRecord::TxnProducer {
+            producer_id: required(t.producer_id(), "TxnProducer.producer_id")?,
+            producer_epoch: required(t.producer_epoch(), "TxnProducer.producer_epoch")?,
+            timestamp_ms: t.timestamp_ms().unwrap_or(0),
+        },
         RecordRef::OffsetDeleted(t) => GroupRecord::OffsetDeleted {
             group: required(t.group(), "OffsetDeleted.group")?.to_owned(),
             topic: required(t.topic(), "OffsetDeleted.topic")?.to_owned(),
@@ -424,6 +522,7 @@ mod tests {
                 leader_epoch: 7,
                 metadata: Some(String::new()),
                 commit_timestamp_ms: 1_700_000_000_000,
+                sequence: 11,
             }),
             GroupRecord::OffsetCommit(OffsetCommitRecord {
                 group: "g".into(),
@@ -433,6 +532,7 @@ mod tests {
                 leader_epoch: -1,
                 metadata: None,
                 commit_timestamp_ms: 0,
+                sequence: 0,
             }),
             GroupRecord::OffsetDeleted { group: "g".into(), topic: "orders".into(), partition: 0 },
             GroupRecord::ClassicGroup(ClassicGroupRecord {
@@ -479,6 +579,37 @@ mod tests {
                 }],
             }),
             GroupRecord::GroupDeleted { group: "g".into() },
+            GroupRecord::TxnOffsetCommit {
+                producer_id: 4000,
+                producer_epoch: 3,
+                offset: OffsetCommitRecord {
+                    group: "g".into(),
+                    topic: "orders".into(),
+                    partition: 1,
+                    offset: 77,
+                    leader_epoch: 2,
+                    metadata: Some("txn".into()),
+                    commit_timestamp_ms: 1_700_000_000_001,
+                    sequence: 12,
+                },
+            },
+            GroupRecord::TxnOffsetCommit {
+                producer_id: 4001,
+                producer_epoch: 0,
+                offset: OffsetCommitRecord {
+                    group: "g".into(),
+                    topic: "orders".into(),
+                    partition: 2,
+                    offset: 0,
+                    leader_epoch: -1,
+                    metadata: None,
+                    commit_timestamp_ms: 0,
+                    sequence: 13,
+                },
+            },
+            GroupRecord::TxnCompleted { producer_id: 4000, producer_epoch: 3, commit: true, timestamp_ms: 5 },
+            GroupRecord::TxnCompleted { producer_id: 4001, producer_epoch: 1, commit: false, timestamp_ms: 6 },
+            GroupRecord::TxnProducer { producer_id: 4002, producer_epoch: i16::MAX, timestamp_ms: 7 },
         ]
     }
 

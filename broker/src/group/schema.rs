@@ -24,6 +24,7 @@ table!(OffsetCommit {
     leader_epoch / VT_LEADER_EPOCH: i32 = 12,
     metadata / VT_METADATA: Str<'a> = 14,
     commit_timestamp_ms / VT_COMMIT_TIMESTAMP_MS: i64 = 16,
+    sequence / VT_SEQUENCE: u64 = 18,
 });
 
 table!(OffsetDeleted {
@@ -95,6 +96,32 @@ table!(GroupDeleted {
     group / VT_GROUP: Str<'a> = 4,
 });
 
+table!(TxnOffsetCommit {
+    group / VT_GROUP: Str<'a> = 4,
+    topic / VT_TOPIC: Str<'a> = 6,
+    partition / VT_PARTITION: i32 = 8,
+    offset / VT_OFFSET: i64 = 10,
+    leader_epoch / VT_LEADER_EPOCH: i32 = 12,
+    metadata / VT_METADATA: Str<'a> = 14,
+    commit_timestamp_ms / VT_COMMIT_TIMESTAMP_MS: i64 = 16,
+    sequence / VT_SEQUENCE: u64 = 18,
+    producer_id / VT_PRODUCER_ID: i64 = 20,
+    producer_epoch / VT_PRODUCER_EPOCH: i16 = 22,
+});
+
+table!(TxnCompleted {
+    producer_id / VT_PRODUCER_ID: i64 = 4,
+    producer_epoch / VT_PRODUCER_EPOCH: i16 = 6,
+    commit / VT_COMMIT: bool = 8,
+    timestamp_ms / VT_TIMESTAMP_MS: i64 = 10,
+});
+
+table!(TxnProducer {
+    producer_id / VT_PRODUCER_ID: i64 = 4,
+    producer_epoch / VT_PRODUCER_EPOCH: i16 = 6,
+    timestamp_ms / VT_TIMESTAMP_MS: i64 = 8,
+});
+
 table!(
     /// The root of every payload.
     RecordBatch {
@@ -109,6 +136,9 @@ pub(crate) mod record_type {
     pub(crate) const CLASSIC_GROUP: u8 = 3;
     pub(crate) const CONSUMER_GROUP: u8 = 4;
     pub(crate) const GROUP_DELETED: u8 = 5;
+    pub(crate) const TXN_OFFSET_COMMIT: u8 = 6;
+    pub(crate) const TXN_COMPLETED: u8 = 7;
+    pub(crate) const TXN_PRODUCER: u8 = 8;
 }
 
 flatbuffer_union!(
@@ -119,6 +149,9 @@ flatbuffer_union!(
         record_type::CLASSIC_GROUP => ClassicGroup,
         record_type::CONSUMER_GROUP => ConsumerGroup,
         record_type::GROUP_DELETED => GroupDeleted,
+        record_type::TXN_OFFSET_COMMIT => TxnOffsetCommit,
+        record_type::TXN_COMPLETED => TxnCompleted,
+        record_type::TXN_PRODUCER => TxnProducer,
     }
 );
 

@@ -38,6 +38,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
 mod write_txn_markers;
 
 use std::rc::Rc;
@@ -174,6 +175,7 @@ pub async fn handle(shard: &Rc<Shard>, client_host: &str, request: Request) -> R
         RequestKind::DescribeProducers(body) => {
             Reply::Now(ResponseKind::DescribeProducers(describe_producers::handle(shard, version, body).await))
         }
+        RequestKind::TxnOffsetCommit(body) => txn_offset_commit::handle(shard, version, body).await,
         // Our bug (a row in SUPPORTED_APIS without an arm here), not the
         // client's: say so loudly, but cost only this connection.
         _ => {

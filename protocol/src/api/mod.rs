@@ -40,7 +40,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     // Classic groups: generation checks, simple commits; v9 member epochs
     // of consumer-protocol groups (KIP-848).
     api(ApiKey::OffsetCommit, 2, 9),
-    // v8 asks for several groups; v9 member epochs (KIP-848).
+    // v7 require_stable (KIP-447); v8 asks for several groups; v9 member
+    // epochs (KIP-848).
     api(ApiKey::OffsetFetch, 1, 9),
     // GROUP keys only; v4 batches keys.
     api(ApiKey::FindCoordinator, 0, 4),
@@ -87,6 +88,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::WriteTxnMarkers, 1, 1),
     // KIP-664: active producers and their ongoing transactions.
     api(ApiKey::DescribeProducers, 0, 0),
+    // KIP-447 group metadata from v3; v4+ (KIP-890 verification with the
+    // transaction coordinator, transactions v2) not implemented.
+    api(ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
 /// The versions of `api_key` that the broker implements, if any.
