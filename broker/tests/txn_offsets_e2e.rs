@@ -350,3 +350,48 @@ fn transactional_commits_of_consumer_protocol_members_need_their_epoch() {
         vec![(-1, String::new(), UNSTABLE_OFFSET_COMMIT)]
     );
 }
+
+/// WriteTxnMarkers (v1) of one marker for `producer` on `__consumer_offsets`
+/// partition `partition`; that partition's error code.
+fn offsets_marker(broker: &Broker, producer: (i64, i16), commit: bool, partition: i32) -> i16 {
+    let mut topic = write_txn_markers_request::WritableTxnMarkerTopic::default();
+    topic.name = TopicName(text("__consumer_offsets"));
+    topic.partition_indexes = vec![partition];
+    let mut marker = write_txn_markers_request::WritableTxnMarker::default();
+    marker.producer_id = ProducerId(producer.0);
+    marker.producer_epoch = producer.1;
+    marker.transaction_result = commit;
+    marker.topics = vec![topic];
+    let mut request = WriteTxnMarkersRequest::default();
+    request.markers = vec![marker];
+    match raw_call(broker, ApiKey::WriteTxnMarkers, 1, RequestKind::WriteTxnMarkers(request)) {
+        ResponseKind::WriteTxnMarkers(response) => response.markers[0].topics[0].partitions[0].error_code,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_marker_on_the_offsets_partition_commits_or_drops_pending_offsets() {
+    // Proves the inter-broker form of a transaction's end for groups: a
+    // WriteTxnMarkers COMMIT on `__consumer_offsets` partition N (Stele's
+    // group coordinator shard N) makes the producer's pending offsets the
+    // committed ones, an ABORT drops them, both durably (after kill -9),
+    // and a partition past the last shard is UNKNOWN_TOPIC_OR_PARTITION.
+    let mut broker = Broker::start_with(2, &[]);
+    create_topic(&broker, "paid", 2, &[]);
+    let shard_of = |group: &str| broker::group::coordinator_shard(group, 2) as i32;
+    let committer = Committer { producer: (2000, 1), ..PLAIN };
+    assert_eq!(simple_commit(&broker, "kept", "paid", &[(0, 5, None)]), vec![0]);
+    assert_eq!(txn_commit(&broker, 3, "kept", &committer, &[("paid", 0, 50, None)]), vec![0]);
+    assert_eq!(
+        txn_commit(&broker, 3, "dropped", &Committer { producer: (2001, 1), ..PLAIN }, &[("paid", 1, 70, None)]),
+        vec![0]
+    );
+    assert_eq!(offsets_marker(&broker, (2000, 1), true, shard_of("kept")), 0);
+    assert_eq!(offsets_marker(&broker, (2001, 1), false, shard_of("dropped")), 0);
+    assert_eq!(offsets_marker(&broker, (2000, 1), true, 7), UNKNOWN_TOPIC_OR_PARTITION);
+    broker.kill9();
+    broker.restart();
+    assert_eq!(fetch_v7(&broker, "kept", "paid", &[0], true), vec![(50, String::new(), 0)], "committed");
+    assert_eq!(fetch_v7(&broker, "dropped", "paid", &[1], true), vec![(-1, String::new(), 0)], "dropped");
+}

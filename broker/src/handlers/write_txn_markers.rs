@@ -12,7 +12,10 @@
 //! coordinator epoch, KAFKA_STORAGE_ERROR when the log fails.
 //!
 //! The offsets topic is not a data partition here: its transactional offset
-//! commits live in the group coordinator (see the integration point below).
+//! commits live in the group coordinators. A marker for `__consumer_offsets`
+//! partition N completes the producer's pending offsets in every group of
+//! coordinator shard N (`group::txn_offsets::complete_for_producer`), as a
+//! marker in Kafka's offsets partition does.
 
 use std::rc::Rc;
 
@@ -43,6 +46,8 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: WriteTxnMarkersRe
     let image = shard.metadata();
     let mut response = WriteTxnMarkersResponse::default();
     let mut per_shard: Vec<Vec<Work>> = (0..shard.count).map(|_| Vec::new()).collect();
+    // (slot, group coordinator shard, producer id, epoch, commit)
+    let mut groups = Vec::new();
     for (m, marker) in request.markers.iter().enumerate() {
         let mut result = WritableTxnMarkerResult::default();
         result.producer_id = marker.producer_id;
@@ -55,13 +60,18 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: WriteTxnMarkersRe
                 partition.partition_index = index;
                 let placed = meta.and_then(|m| m.partition(index).map(|placed| (m.topic_id, *placed)));
                 match placed {
-                    // INTEGRATION POINT (transactional offsets, branch
-                    // txn-groups): a marker for `__consumer_offsets` must
-                    // complete the producer's pending offsets with
-                    // `group::txn_offsets::complete_for_producer` on the
-                    // group coordinator shards; until then it is unknown.
                     _ if topic.name.as_str() == CONSUMER_OFFSETS_TOPIC => {
-                        partition.error_code = ErrorCode::UnknownTopicOrPartition.code();
+                        if index < 0 || index as usize >= shard.count {
+                            partition.error_code = ErrorCode::UnknownTopicOrPartition.code();
+                        } else {
+                            groups.push((
+                                (m, t, p),
+                                index as usize,
+                                marker.producer_id.0,
+                                marker.producer_epoch,
+                                marker.transaction_result,
+                            ));
+                        }
                     }
                     Some((topic_id, placed)) => per_shard[shard.owner_of(placed.shard)].push(Work {
                         slot: (m, t, p),
@@ -89,10 +99,18 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: WriteTxnMarkersRe
             })
         }
     });
-    for answers in join_all(calls).await {
-        for ((m, t, p), error) in answers {
-            response.markers[m].topics[t].partitions[p].error_code = error.map_or(0, |error| error.code());
-        }
+    let group_calls = groups.into_iter().map(|(slot, target, producer_id, producer_epoch, commit)| async move {
+        let completed = shard
+            .invoke_on(target, move |owner| async move {
+                crate::group::txn_offsets::complete_for_producer(&owner, producer_id, producer_epoch, commit).await
+            })
+            .await
+            .unwrap_or(Err(ErrorCode::NotCoordinator));
+        (slot, completed.err())
+    });
+    let (data, offsets) = futures::future::join(join_all(calls), join_all(group_calls)).await;
+    for ((m, t, p), error) in data.into_iter().flatten().chain(offsets) {
+        response.markers[m].topics[t].partitions[p].error_code = error.map_or(0, |error| error.code());
     }
     response
 }
