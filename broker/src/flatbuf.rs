@@ -1,8 +1,8 @@
 //! Hand-written flatbuffers tables, as `flatc --rust` would generate them
 //! (no `flatc` is installed): the durable records of the metadata log
 //! (`metadata::schema`) and of the coordinators' internal logs
-//! (`group::schema`) are declared with these macros, next to the schema
-//! text in their docs.
+//! (`group::schema`, `txn::schema`) are declared with these macros, next to
+//! the schema text in their docs.
 //!
 //! Soundness: flatbuffers' accessors are `unsafe` because they trust the
 //! buffer. A table declared here is meant to be reached only through

@@ -6,8 +6,9 @@
 //! Each payload is the value of the only record of one Kafka v2 batch, so
 //! the engine's CRC32C, torn-tail recovery, O_DIRECT writes and group commit
 //! (concurrent appends share one fdatasync) all apply, and a payload
-//! survives a crash whole or not at all. Consumer group offsets use it now;
-//! transaction and share-group state are meant to.
+//! survives a crash whole or not at all. Consumer groups
+//! (`__consumer_offsets`) and transaction coordinators
+//! (`__transaction_state`) use it; share-group state is meant to.
 //!
 //! Invariants:
 //! - payloads are placed (given their offset) one at a time, in the order

@@ -20,8 +20,10 @@
 //! - [`connection`]: one client connection: frames in, answers out in order.
 //! - [`handlers`]: one module per Kafka API.
 //! - [`group`]: consumer group coordinators and their durable offsets.
+//! - [`txn`]: transaction coordinators (transactional ids, their durable
+//!   state, markers, timeouts).
 //! - [`internal_log`]: a coordinator's durable, compacted state log on the
-//!   engine (consumer group offsets and metadata).
+//!   engine (consumer group offsets and metadata, transaction state).
 //! - `flatbuf`: the macros that declare hand-written flatbuffers tables.
 //! - [`partition`]: a partition's log plus Kafka's produce rules, transaction
 //!   markers and the last stable offset.
@@ -43,3 +45,4 @@ pub mod producer_state;
 pub mod server;
 pub mod shard;
 pub mod topic_config;
+pub mod txn;

@@ -203,10 +203,14 @@ async fn run_shard(
     if let Err(err) = crate::group::GroupCoordinator::start(&shard).await {
         return Err(fail(format!("shard {id}: loading consumer groups: {err}")));
     }
+    if let Err(err) = crate::txn::TxnCoordinator::start(&shard).await {
+        return Err(fail(format!("shard {id}: loading transactions: {err}")));
+    }
     start.phases.opened.fetch_add(1, Ordering::AcqRel);
     if !wait_for_all(&start.phases.opened, shard.count, &start.phases.failed).await {
         close_partitions(&shard).await;
         shard.groups.close().await;
+        shard.txn.close().await;
         shard::close_job_queues(&shard);
         return Ok(());
     }
@@ -222,6 +226,9 @@ async fn run_shard(
     let accepting = glommio::spawn_local(accept(shard.clone(), listener));
     let housekeeping = glommio::spawn_local(housekeep(shard.clone()));
     let sessions = glommio::spawn_local(crate::group::GroupCoordinator::housekeep(shard.clone()));
+    // Started only now that every shard runs: completing transactions
+    // found prepared writes markers to partitions on any shard.
+    let transactions = glommio::spawn_local(crate::txn::TxnCoordinator::housekeep(shard.clone()));
     while !start.shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(SIGNAL_POLL).await;
     }
@@ -232,6 +239,7 @@ async fn run_shard(
     accepting.await;
     housekeeping.await;
     sessions.await;
+    transactions.await;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while shard.connections.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -240,6 +248,7 @@ async fn run_shard(
     wait_for_all(&start.phases.drained, shard.count, &AtomicBool::new(false)).await;
     close_partitions(&shard).await;
     shard.groups.close().await;
+    shard.txn.close().await;
     shard::close_job_queues(&shard);
     jobs.await;
     Ok(())

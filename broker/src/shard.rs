@@ -24,6 +24,7 @@ use crate::event::Event;
 use crate::group::GroupCoordinator;
 use crate::metadata::MetadataImage;
 use crate::partition::Partition;
+use crate::txn::TxnCoordinator;
 
 /// Work sent to another shard: a closure run there with that shard.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send>;
@@ -62,6 +63,8 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// The consumer groups coordinated by this shard (`group::coordinator_shard`).
     pub groups: GroupCoordinator,
+    /// The transactional ids coordinated by this shard (`txn::coordinator_shard`).
+    pub txn: TxnCoordinator,
 }
 
 impl Shard {
@@ -73,6 +76,7 @@ impl Shard {
         controller: Option<Controller>,
     ) -> Shard {
         let groups = GroupCoordinator::new(config.groups.clone());
+        let txn = TxnCoordinator::new(config.transactions.clone());
         Shard {
             id: senders.peer_id(),
             count: senders.nr_consumers(),
@@ -85,6 +89,7 @@ impl Shard {
             stopping: Event::default(),
             connections: Cell::new(0),
             groups,
+            txn,
         }
     }
 

@@ -7,6 +7,8 @@
 //! never advertised, and a request for it closes the connection before it
 //! reaches [`handle`].
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
 mod consumer_group_describe;
@@ -22,6 +24,8 @@ mod describe_groups;
 mod describe_log_dirs;
 mod describe_producers;
 mod describe_topic_partitions;
+mod describe_transactions;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -31,6 +35,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -104,8 +109,15 @@ pub async fn handle(shard: &Rc<Shard>, client_host: &str, request: Request) -> R
         RequestKind::DeleteTopics(body) => {
             Reply::Now(ResponseKind::DeleteTopics(delete_topics::handle(shard, version, body).await))
         }
-        RequestKind::InitProducerId(body) => {
-            Reply::Now(ResponseKind::InitProducerId(init_producer_id::handle(shard, version, body).await))
+        RequestKind::InitProducerId(body) => init_producer_id::handle(shard, version, body).await,
+        RequestKind::AddPartitionsToTxn(body) => add_partitions_to_txn::handle(shard, version, body).await,
+        RequestKind::AddOffsetsToTxn(body) => add_offsets_to_txn::handle(shard, version, body).await,
+        RequestKind::EndTxn(body) => end_txn::handle(shard, version, body).await,
+        RequestKind::DescribeTransactions(body) => {
+            Reply::Now(ResponseKind::DescribeTransactions(describe_transactions::handle(shard, version, body).await))
+        }
+        RequestKind::ListTransactions(body) => {
+            Reply::Now(ResponseKind::ListTransactions(list_transactions::handle(shard, version, body).await))
         }
         RequestKind::CreatePartitions(body) => {
             Reply::Now(ResponseKind::CreatePartitions(create_partitions::handle(shard, version, body).await))

@@ -43,7 +43,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     // v7 require_stable (KIP-447); v8 asks for several groups; v9 member
     // epochs (KIP-848).
     api(ApiKey::OffsetFetch, 1, 9),
-    // GROUP keys only; v4 batches keys.
+    // GROUP and TRANSACTION keys; v4 batches keys.
     api(ApiKey::FindCoordinator, 0, 4),
     // v4+ MEMBER_ID_REQUIRED; static membership treated as dynamic.
     api(ApiKey::JoinGroup, 0, 7),
@@ -59,8 +59,20 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
-    // Idempotent producers only; transactional ids are refused.
+    // Idempotent and transactional producers; v3+ KIP-360 recovery, v4+
+    // PRODUCER_FENCED (v5 adds only TRANSACTION_ABORTABLE, never answered).
     api(ApiKey::InitProducerId, 0, 5),
+    // v0-v3 from clients; v4+ the broker's batched form with verify_only
+    // (KIP-890), v5 TRANSACTION_ABORTABLE.
+    api(ApiKey::AddPartitionsToTxn, 0, 5),
+    // v4 adds only TRANSACTION_ABORTABLE, never answered.
+    api(ApiKey::AddOffsetsToTxn, 0, 4),
+    // Transaction version 1; v5 (epoch bump per transaction, KIP-890 part
+    // 2) is not implemented.
+    api(ApiKey::EndTxn, 0, 4),
+    api(ApiKey::DescribeTransactions, 0, 0),
+    // v1 duration filter; v2's transactional id pattern is not implemented.
+    api(ApiKey::ListTransactions, 0, 1),
     // Moves log start offsets (durable); -1 is the high watermark.
     api(ApiKey::DeleteRecords, 0, 2),
     // One leader epoch per partition: its end is the log end; others undefined.
