@@ -29,6 +29,7 @@ use toml::{Table, Value};
 use crate::group::config::{GroupConfig, GroupValue, GROUP_KEYS};
 pub use crate::topic_config::TimestampType;
 use crate::topic_config::{self, ConfigType, EffectiveTopicConfig, TopicConfigError};
+use crate::txn::config::{TxnConfig, TRANSACTION_KEYS};
 
 /// What the broker runs with: the file, the flags and the defaults resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct Config {
     pub shard_limits: Vec<ShardLimits>,
     /// The group coordinators' settings (`[groups]`, Kafka's names).
     pub groups: GroupConfig,
+    /// The transaction coordinators' settings (`[transactions]`, Kafka's names).
+    pub transactions: TxnConfig,
 }
 
 /// Broker-level defaults for topics (`[topics]`, Kafka's broker key names).
@@ -199,12 +202,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("shard", "write_chunk_bytes"),
 ];
 
-/// Every accepted key as (table, key): [`KEYS`], the topic defaults and the
-/// group settings.
+/// Every accepted key as (table, key): [`KEYS`], the topic defaults, the
+/// group and the transaction settings.
 pub fn keys() -> Vec<(&'static str, &'static str)> {
     let topics = topic_config::TOPIC_KEYS.iter().map(|key| ("topics", key.broker_name));
     let groups = GROUP_KEYS.iter().map(|key| ("groups", *key));
-    KEYS.iter().copied().chain(topics).chain(groups).collect()
+    let transactions = TRANSACTION_KEYS.iter().map(|key| ("transactions", *key));
+    KEYS.iter().copied().chain(topics).chain(groups).chain(transactions).collect()
 }
 
 /// Settings given on the command line; each `Some` replaces the file's value.
@@ -268,6 +272,7 @@ struct FileConfig {
     shard: ShardLimits,
     shard_overrides: BTreeMap<usize, ShardOverride>,
     groups: GroupConfig,
+    transactions: TxnConfig,
 }
 
 /// The keys one `[shard.overrides.N]` sets.
@@ -298,6 +303,7 @@ impl FileConfig {
             shard: ShardLimits::default(),
             shard_overrides: BTreeMap::new(),
             groups: GroupConfig::default(),
+            transactions: TxnConfig::default(),
         }
     }
 
@@ -327,6 +333,7 @@ impl FileConfig {
                 "topics" => file.parse_topics(&reader, reader.table(key, value)?)?,
                 "shard" => file.parse_shard(&reader, reader.table(key, value)?)?,
                 "groups" => file.parse_groups(&reader, reader.table(key, value)?)?,
+                "transactions" => file.parse_transactions(&reader, reader.table(key, value)?)?,
                 _ => return Err(reader.unknown(key, "")),
             }
         }
@@ -423,6 +430,28 @@ impl FileConfig {
         })
     }
 
+    fn parse_transactions(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
+        for (name, value) in table {
+            let key = &dotted("transactions", name);
+            if !TRANSACTION_KEYS.contains(&name.as_str()) {
+                return Err(reader.unknown(key, "transactions"));
+            }
+            let boolean = name.ends_with(".enable");
+            let given = match value {
+                Value::Integer(number) if !boolean => Some(*number),
+                Value::Boolean(flag) if boolean => Some(i64::from(*flag)),
+                Value::String(text) if name.ends_with(".bytes") => {
+                    parse_size(text).map(|bytes| bytes.min(i64::MAX as u64) as i64)
+                }
+                _ => None,
+            };
+            let expected = if boolean { "true or false" } else { "an integer" };
+            let set = given.ok_or_else(|| expected.to_string()).and_then(|n| self.transactions.set(name, n));
+            set.map_err(|expected| reader.invalid(key, &expected, value))?;
+        }
+        Ok(())
+    }
+
     fn parse_shard(&mut self, reader: &Reader<'_>, table: &Table) -> Result<(), ConfigError> {
         for (name, value) in table {
             if name == "overrides" {
@@ -496,6 +525,7 @@ impl FileConfig {
             topic_defaults: self.topic_defaults,
             shard_limits,
             groups: self.groups,
+            transactions: self.transactions,
         })
     }
 
@@ -603,7 +633,9 @@ impl Reader<'_> {
             Some(topic_key) if table == "topics" => {
                 format!(" (did you mean `{}`? [topics] takes Kafka's broker-level names)", topic_key.broker_name)
             }
-            _ if table.is_empty() => format!(" (known: {}, [network], [topics], [shard], [groups])", known.join(", ")),
+            _ if table.is_empty() => {
+                format!(" (known: {}, [network], [topics], [shard], [groups], [transactions])", known.join(", "))
+            }
             _ => format!(" (known keys of [{table}]: {})", known.join(", ")),
         };
         ConfigError::UnknownKey { path: self.path.to_path_buf(), key: key.to_string(), hint }
@@ -773,6 +805,10 @@ mod tests {
         assert_eq!(config.topic_defaults.message_timestamp_before_max_ms, i64::MAX);
         assert_eq!(config.topic_defaults.message_timestamp_after_max_ms, 3_600_000);
         assert_eq!(config.shard_limits, vec![ShardLimits::default(); cores()]);
+        assert_eq!(config.transactions, crate::txn::config::TxnConfig::default());
+        assert_eq!(config.transactions.transaction_timeout_ms_max, 900_000);
+        assert_eq!(config.transactions.transactional_id_expiration_ms, 604_800_000);
+        assert_eq!(config.transactions.abort_timed_out_interval_ms, 10_000);
     }
 
     #[test]
@@ -813,6 +849,12 @@ mod tests {
             tail_cache_bytes = 0
             io_depth = 8
             write_chunk_bytes = 524288
+            [transactions]
+            "transaction.max.timeout.ms" = 60000
+            "transactional.id.expiration.ms" = 86400000
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" = 1000
+            "transaction.remove.expired.transaction.cleanup.interval.ms" = 60000
+            "transaction.state.log.segment.bytes" = "8MiB"
             "#,
         )
         .unwrap();
@@ -848,6 +890,12 @@ mod tests {
             write_chunk_bytes_max: 512 << 10,
         };
         assert_eq!(config.shard_limits, vec![shard; 3]);
+        let transactions = &config.transactions;
+        assert_eq!(transactions.transaction_timeout_ms_max, 60_000);
+        assert_eq!(transactions.transactional_id_expiration_ms, 86_400_000);
+        assert_eq!(transactions.abort_timed_out_interval_ms, 1_000);
+        assert_eq!(transactions.remove_expired_interval_ms, 60_000);
+        assert_eq!(transactions.log_segment_bytes, 8 << 20);
     }
 
     #[test]
@@ -886,6 +934,9 @@ mod tests {
         assert!(message.contains("`shard.iodepth`"), "{message}");
         let message = error("shards = 1\n[shard.overrides.0]\ncache = 3");
         assert!(message.contains("`shard.overrides.0.cache`"), "{message}");
+        let message = error("[transactions]\n\"transaction.timeout.ms\" = 3");
+        assert!(message.contains("`transactions.\"transaction.timeout.ms\"`"), "{message}");
+        assert!(message.contains("transaction.max.timeout.ms"), "{message}");
     }
 
     #[test]
@@ -914,6 +965,15 @@ mod tests {
             ("[topics]\n\"num.partitions\" = \"3\"", "topics.\"num.partitions\""),
             ("[topics]\n\"log.message.timestamp.type\" = \"Now\"", "topics.\"log.message.timestamp.type\""),
             ("[shard]\nwrite_chunk_bytes = 1000", "shard.write_chunk_bytes"),
+            ("[transactions]\n\"transaction.max.timeout.ms\" = 0", "transactions.\"transaction.max.timeout.ms\""),
+            (
+                "[transactions]\n\"transactional.id.expiration.ms\" = \"1d\"",
+                "transactions.\"transactional.id.expiration.ms\"",
+            ),
+            (
+                "[transactions]\n\"transaction.state.log.segment.bytes\" = \"1KiB\"",
+                "transactions.\"transaction.state.log.segment.bytes\"",
+            ),
         ] {
             let message = error(text);
             assert!(message.starts_with(&format!("stele.toml: key `{key}`: ")), "{text}: {message}");

@@ -603,6 +603,25 @@ impl Partition {
         Ok(MarkerOutcome { marker_offset: info.base_offset, durable_end_offset: info.last_offset + 1, completed })
     }
 
+    /// [`Self::write_txn_marker`], then waits until the marker is durable:
+    /// what both WriteTxnMarkers and the in-process transaction coordinator
+    /// need before they count a partition's transaction as ended.
+    pub async fn write_txn_marker_durably(
+        self: &Rc<Self>,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<MarkerOutcome, ErrorCode> {
+        let outcome = self.write_txn_marker(producer_id, producer_epoch, commit, coordinator_epoch).await?;
+        self.snapshot_if_due();
+        self.log.wait_durable(outcome.durable_end_offset).await.map_err(|err| {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %err, "marker fsync failed");
+            ErrorCode::KafkaStorageError
+        })?;
+        Ok(outcome)
+    }
+
     /// The last stable offset: see the module docs. Read_committed consumers
     /// read below it and ListOffsets answers it as their latest offset.
     pub fn last_stable_offset(&self) -> i64 {

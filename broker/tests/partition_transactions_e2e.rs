@@ -4,6 +4,11 @@
 //! WriteTxnMarkers (what the transaction coordinator sends), read back with
 //! librdkafka consumers at both isolation levels and with raw Fetch and
 //! ListOffsets; state across SIGTERM and kill -9; DescribeProducers.
+//!
+//! The test plays the transaction coordinator itself, so the broker runs
+//! with `transaction.partition.verification.enable = false` (its partitions
+//! do not ask the real coordinator, which knows none of these producers);
+//! tests/transactions_e2e.rs and exactly_once_e2e.rs cover the verified path.
 
 mod common;
 
@@ -15,6 +20,13 @@ use protocol::messages::{ApiKey, ProducerId, RequestKind, ResponseKind, TopicNam
 use protocol::StrBytes;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::Offset;
+
+/// A broker whose partitions take this test's word for the transactions
+/// (see the module docs); the directory holds its config file.
+fn start_unverified() -> (Broker, tempfile::TempDir) {
+    let (dir, config) = config_file("[transactions]\n\"transaction.partition.verification.enable\" = false\n");
+    (Broker::start_with(2, &["--config", &config]), dir)
+}
 
 fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_owned()))
@@ -231,7 +243,7 @@ fn an_open_transaction_holds_back_read_committed_readers_until_its_commit() {
     // Proves an open transaction stops read_committed consumers and ListOffsets latest at
     // its first offset (the LSO) while read_uncommitted ones read on, and that the commit
     // marker wakes the waiting read_committed consumer with the transaction's records.
-    let broker = Broker::start();
+    let (broker, _config) = start_unverified();
     create_topic(&broker, "held", 1, &[]);
     let producer = producer_id(&broker);
     assert_eq!(produce_ok(&broker, "held", batch(None, &["before"])), 0);
@@ -271,7 +283,7 @@ fn an_aborted_transaction_is_hidden_from_read_committed_readers() {
     // Proves an ABORT marker makes the LSO pass the transaction, a read_committed Fetch
     // lists it in AbortedTransactions, librdkafka's read_committed consumer skips its
     // records, and its read_uncommitted consumer still sees them.
-    let broker = Broker::start();
+    let (broker, _config) = start_unverified();
     create_topic(&broker, "aborts", 1, &[]);
     let producer = producer_id(&broker);
     produce_ok(&broker, "aborts", batch(Some((producer, 0, 0)), &["gone-1", "gone-2"]));
@@ -299,7 +311,7 @@ fn interleaved_transactions_of_two_producers_end_independently() {
     // Proves the LSO is the oldest open transaction's start across producers: committing
     // the younger transaction releases nothing while the older is open; aborting the older
     // one then releases the younger's records, and only the older is reported aborted.
-    let broker = Broker::start();
+    let (broker, _config) = start_unverified();
     create_topic(&broker, "interleaved", 1, &[]);
     let (first, second) = (producer_id(&broker), producer_id(&broker));
     produce_ok(&broker, "interleaved", batch(Some((first, 0, 0)), &["a-1"]));
@@ -324,7 +336,7 @@ fn transactions_and_aborts_survive_sigterm_and_kill_9() {
     // Proves an open transaction still holds the LSO and an abort is still reported after a
     // clean restart and after kill -9, DescribeProducers shows both producers' state, and a
     // commit after the crash releases the open transaction to read_committed consumers.
-    let mut broker = Broker::start();
+    let (mut broker, _config) = start_unverified();
     create_topic(&broker, "durable", 1, &[]);
     let (open, aborted) = (producer_id(&broker), producer_id(&broker));
     produce_ok(&broker, "durable", batch(None, &["plain-0"]));
@@ -359,7 +371,7 @@ fn a_torn_log_and_index_tail_keep_transactions() {
     // the segment and a half-written entry at the end of the aborted-transaction index are
     // cut on restart, while the open transaction still holds the LSO and the durable abort
     // is still reported; the coordinator's commit then releases the open transaction.
-    let mut broker = Broker::start();
+    let (mut broker, _config) = start_unverified();
     create_topic(&broker, "torn", 1, &[]);
     let (open, aborted) = (producer_id(&broker), producer_id(&broker));
     produce_ok(&broker, "torn", batch(Some((open, 0, 0)), &["open-1"]));
@@ -401,9 +413,10 @@ fn a_torn_log_and_index_tail_keep_transactions() {
 fn produce_and_marker_rules_answer_kafkas_errors() {
     // Proves the Kafka errors of the transactional paths: a transactional batch without a
     // transactional id (53), a plain batch during the producer's transaction (48), a zombie
-    // batch and a marker below a fenced epoch (47), unknown partitions and the offsets
-    // topic on WriteTxnMarkers (3), and that a marker with no ongoing transaction is written.
-    let broker = Broker::start();
+    // batch and a marker below a fenced epoch (47), unknown partitions and offsets-topic
+    // partitions past the coordinator shards on WriteTxnMarkers (3), and that a marker with
+    // no ongoing transaction is written.
+    let (broker, _config) = start_unverified();
     create_topic(&broker, "rules", 1, &[]);
     let producer = producer_id(&broker);
     let (error, _) = produce(&broker, "rules", None, batch(Some((producer, 0, 0)), &["x"]));
@@ -423,8 +436,14 @@ fn produce_and_marker_rules_answer_kafkas_errors() {
     assert_eq!(write_marker(&broker, producer, 0, true, &[("rules", &[0])]), [47]);
     assert_eq!(write_marker(&broker, producer, 1, true, &[("rules", &[0])]), [0], "no ongoing transaction");
     assert_eq!(
-        write_marker(&broker, producer, 1, true, &[("rules", &[0, 5]), ("nope", &[0]), ("__consumer_offsets", &[0])]),
-        [0, 3, 3, 3]
+        write_marker(
+            &broker,
+            producer,
+            1,
+            true,
+            &[("rules", &[0, 5]), ("nope", &[0]), ("__consumer_offsets", &[0, 9999])]
+        ),
+        [0, 3, 3, 0, 3]
     );
     assert_eq!(latest(&broker, "rules", 1), latest(&broker, "rules", 0));
 }

@@ -15,12 +15,13 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::join_all;
+use futures::FutureExt;
 use protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use protocol::ErrorCode;
 
 use super::{str_bytes, Reply};
-use crate::partition::{ProduceContext, ProduceOutcome, TxnVerifier};
+use crate::partition::{ProduceContext, ProduceOutcome, TxnVerification, TxnVerifier};
 use crate::shard::{PartitionKey, Shard};
 
 /// One partition's records, addressed to its owner; `slot` is where its
@@ -37,18 +38,31 @@ type ShardAnswer = (Vec<((usize, usize), ProduceOutcome)>, Option<oneshot::Recei
 
 /// The KIP-890 part 1 verification the produce path asks before a
 /// transactional batch starts a transaction on a partition, on that
-/// partition's shard.
-///
-/// INTEGRATION POINT (transaction coordinator, branch txn-coord): return a
-/// verifier that asks the coordinator of `verification.transactional_id`
-/// (on `group::coordinator_shard(transactional_id, shard.count)`, via
-/// `shard.invoke_on`) whether `(topic, partition)` is in the ongoing
-/// transaction of `(producer_id, producer_epoch)`, answering `Ok(())` or the
-/// coordinator's error code (`Partition::produce` maps it to the Produce
-/// error). `None` accepts every batch, which is right only while no
-/// coordinator exists.
-fn transaction_verifier(_shard: &Rc<Shard>) -> Option<TxnVerifier> {
-    None
+/// partition's shard: the coordinator of the transactional id (on whichever
+/// shard owns it) answers whether the partition is in the producer's
+/// ongoing transaction. Built only for requests that carry a transactional
+/// id, so plain produce allocates nothing for it, and only while
+/// `transaction.partition.verification.enable` is on.
+fn transaction_verifier(shard: &Rc<Shard>, transactional: bool) -> Option<TxnVerifier> {
+    if !transactional || !shard.config.transactions.partition_verification {
+        return None;
+    }
+    let shard = shard.clone();
+    Some(Rc::new(move |verification: TxnVerification| {
+        let shard = shard.clone();
+        async move {
+            crate::txn::verify_partition(
+                &shard,
+                &verification.transactional_id,
+                verification.producer_id,
+                verification.producer_epoch,
+                &verification.topic,
+                verification.partition,
+            )
+            .await
+        }
+        .boxed_local()
+    }))
 }
 
 /// Whether a record set's first batch is transactional, read from its
@@ -153,7 +167,7 @@ async fn append_on_owner(
     transactional_id: Option<String>,
     wait_durable: bool,
 ) -> ShardAnswer {
-    let verifier = transaction_verifier(shard);
+    let verifier = transaction_verifier(shard, transactional_id.is_some());
     let context = ProduceContext {
         produce_version: version,
         transactional_id: transactional_id.as_deref(),

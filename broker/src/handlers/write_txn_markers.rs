@@ -119,27 +119,14 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: WriteTxnMarkersRe
 /// waits until all of them are durable.
 /// Each slot's error, `None` for success.
 async fn write_on_owner(shard: &Rc<Shard>, work: Vec<Work>) -> Vec<((usize, usize, usize), Option<ErrorCode>)> {
-    let mut answers = Vec::with_capacity(work.len());
-    let mut waits = Vec::new();
-    for item in work {
+    let writes = work.into_iter().map(|item| async move {
         let Some(partition) = shard.partition(&item.key) else {
-            answers.push((item.slot, Some(ErrorCode::NotLeaderOrFollower)));
-            continue;
+            return (item.slot, Some(ErrorCode::NotLeaderOrFollower));
         };
-        match partition
-            .write_txn_marker(item.producer_id, item.producer_epoch, item.commit, item.coordinator_epoch)
-            .await
-        {
-            Ok(outcome) => {
-                partition.snapshot_if_due();
-                waits.push(async move {
-                    let durable = partition.log.wait_durable(outcome.durable_end_offset).await;
-                    (item.slot, durable.err().map(|_| ErrorCode::KafkaStorageError))
-                });
-            }
-            Err(error) => answers.push((item.slot, Some(error))),
-        }
-    }
-    answers.extend(join_all(waits).await);
-    answers
+        let written = partition
+            .write_txn_marker_durably(item.producer_id, item.producer_epoch, item.commit, item.coordinator_epoch)
+            .await;
+        (item.slot, written.err())
+    });
+    join_all(writes).await
 }
