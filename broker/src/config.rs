@@ -855,6 +855,7 @@ mod tests {
             "transaction.abort.timed.out.transaction.cleanup.interval.ms" = 1000
             "transaction.remove.expired.transaction.cleanup.interval.ms" = 60000
             "transaction.state.log.segment.bytes" = "8MiB"
+            "transaction.partition.verification.enable" = false
             "#,
         )
         .unwrap();
@@ -896,6 +897,7 @@ mod tests {
         assert_eq!(transactions.abort_timed_out_interval_ms, 1_000);
         assert_eq!(transactions.remove_expired_interval_ms, 60_000);
         assert_eq!(transactions.log_segment_bytes, 8 << 20);
+        assert!(!transactions.partition_verification);
     }
 
     #[test]

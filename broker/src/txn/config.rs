@@ -94,7 +94,12 @@ mod tests {
         // Proves each listed key reaches its field, values out of range are
         // refused with the expected range, and unknown keys are refused.
         let mut config = TxnConfig::default();
-        for key in TRANSACTION_KEYS {
+        let (boolean, integers): (Vec<&str>, Vec<&str>) =
+            TRANSACTION_KEYS.iter().partition(|key| key.ends_with(".enable"));
+        assert_eq!(boolean, ["transaction.partition.verification.enable"]);
+        config.set(boolean[0], 0).unwrap();
+        assert_eq!(config.set(boolean[0], 2).unwrap_err(), "true or false");
+        for key in integers {
             config.set(key, 1 << 20).unwrap();
             assert!(config.set(key, 0).unwrap_err().contains("an integer between"), "{key}");
             assert!(config.set(key, i64::MAX).is_err(), "{key}");
@@ -107,6 +112,7 @@ mod tests {
                 abort_timed_out_interval_ms: 1 << 20,
                 remove_expired_interval_ms: 1 << 20,
                 log_segment_bytes: 1 << 20,
+                partition_verification: false,
             }
         );
         assert!(config.set("transaction.timeout.ms", 1).unwrap_err().contains("transaction.max.timeout.ms"));
