@@ -105,7 +105,8 @@ fn committed_transactions_are_read_and_aborted_ones_skipped_at_read_committed() 
 fn an_open_transaction_holds_back_read_committed_consumers_and_watermarks() {
     // Proves that acknowledged records of an open transaction are invisible to a
     // read_committed consumer and its high watermark query (the LSO), visible to a
-    // read_uncommitted one, and released to the waiting consumer by the commit.
+    // read_uncommitted one, and released to the waiting consumer by the commit, whose
+    // marker the LSO has passed when the commit returns.
     let broker = Broker::start();
     create_topic(&broker, "eos-open", 1, &[]);
     let plain = producer(&broker, &[]);
@@ -124,6 +125,9 @@ fn an_open_transaction_holds_back_read_committed_consumers_and_watermarks() {
     assert_eq!(consume(&uncommitted, "eos-open", &[0], Offset::Beginning, 6, TIMEOUT).len(), 6);
 
     transactional.commit_transaction(TIMEOUT).expect("commit");
+    // EndTxn is answered once the markers are durable (docs/transactions.md),
+    // so the LSO has passed the COMMIT marker when the commit returns.
+    assert_eq!(committed.fetch_watermarks("eos-open", 0, TIMEOUT).unwrap(), (0, 7));
     let mut released = Vec::new();
     let deadline = Instant::now() + TIMEOUT;
     while released.len() < 5 && Instant::now() < deadline {
@@ -131,8 +135,6 @@ fn an_open_transaction_holds_back_read_committed_consumers_and_watermarks() {
     }
     let released: Vec<String> = released.into_iter().map(|r| String::from_utf8(r.value).unwrap()).collect();
     assert_eq!(released, values_of("open", 0..5));
-    // The marker takes an offset: the LSO passes it.
-    assert_eq!(committed.fetch_watermarks("eos-open", 0, TIMEOUT).unwrap(), (0, 7));
 }
 
 #[test]

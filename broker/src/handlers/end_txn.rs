@@ -1,7 +1,8 @@
 //! EndTxn (key 26): commits or aborts the producer's transaction on the
-//! id's coordinator shard (transaction version 1). Answered, as in Kafka,
-//! once PrepareCommit/PrepareAbort is durable; the markers and the
-//! CompleteCommit/CompleteAbort record follow. A retry of an EndTxn that
+//! id's coordinator shard (transaction version 1). Answered once the
+//! markers and the CompleteCommit/CompleteAbort record are durable, or at
+//! the latest `END_TXN_COMPLETION_WAIT` after PrepareCommit/PrepareAbort is
+//! (Kafka answers at Prepare: see `txn::coordinator`). A retry of an EndTxn that
 //! completed with the same result succeeds; CONCURRENT_TRANSACTIONS while
 //! the markers are written; INVALID_TXN_STATE otherwise; an empty
 //! transactional id is INVALID_REQUEST; PRODUCER_FENCED is

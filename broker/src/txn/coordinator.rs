@@ -13,7 +13,13 @@
 //!   answered once their record is durable, and applied to memory then;
 //!   EndTxn's record is PrepareCommit/PrepareAbort, after which the markers
 //!   are written ([`super::markers::write_markers`], retried with a bound)
-//!   and CompleteCommit/CompleteAbort written last;
+//!   and CompleteCommit/CompleteAbort written last. Kafka answers EndTxn
+//!   once Prepare is durable, because its markers go to other brokers; ours
+//!   are local and take one more fsync, so EndTxn waits for the Complete
+//!   record too (up to [`END_TXN_COMPLETION_WAIT`]; the decision is durable
+//!   either way). The producer can then begin its next transaction at once
+//!   instead of retrying on CONCURRENT_TRANSACTIONS, and a consumer reads the
+//!   committed records as soon as the commit is answered;
 //! - a fence (InitProducerId on an ongoing transaction, or a transaction
 //!   past its timeout) writes PrepareAbort with the bumped epoch, then
 //!   completes the abort the same way;
@@ -65,6 +71,9 @@ pub const MARKER_ATTEMPTS_MAX: u32 = 8;
 /// [`MARKER_RETRY_BACKOFF_MAX`].
 pub const MARKER_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const MARKER_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest EndTxn waits, after its Prepare record is durable, for the
+/// markers and the Complete record before it is answered anyway.
+pub const END_TXN_COMPLETION_WAIT: Duration = Duration::from_secs(5);
 /// Timed-out transactions one check aborts at most; the rest wait for the
 /// next check.
 pub const TIMED_OUT_ABORTS_PER_CHECK_MAX: usize = 1_000;
@@ -571,12 +580,27 @@ impl TxnCoordinator {
             Err(code) => Step::Now(Err(code)),
             Ok(None) => Step::Now(Ok(())),
             Ok(Some(metadata)) => {
-                TxnCoordinator::write_and_answer(shard, metadata, move |shard, outcome| {
+                let (completed, on_completed) = oneshot::channel();
+                let prepared = TxnCoordinator::write_and_answer(shard, metadata, move |shard, outcome| {
                     outcome?;
-                    spawn_completion(shard, &transactional_id);
+                    spawn_completion_notifying(shard, &transactional_id, Some(completed));
                     Ok(())
                 })
-                .await
+                .await;
+                let Step::Wait(prepared) = prepared else { return prepared };
+                // See the module docs: answered once complete, or after
+                // END_TXN_COMPLETION_WAIT with the Prepare durable.
+                let (reply, answer) = oneshot::channel();
+                glommio::spawn_local(async move {
+                    let outcome = prepared.await.unwrap_or(Err(ErrorCode::CoordinatorNotAvailable));
+                    if outcome.is_ok() {
+                        let waited = std::pin::pin!(glommio::timer::sleep(END_TXN_COMPLETION_WAIT));
+                        let _ = futures::future::select(on_completed, waited).await;
+                    }
+                    let _ = reply.send(outcome);
+                })
+                .detach();
+                Step::Wait(answer)
             }
         }
     }
@@ -814,7 +838,13 @@ async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, ErrorCode> {
 /// Starts the task that writes a prepared transaction's markers and then
 /// its CompleteCommit/CompleteAbort.
 fn spawn_completion(shard: &Rc<Shard>, transactional_id: &str) {
-    glommio::spawn_local(complete_transaction(shard.clone(), transactional_id.to_owned())).detach();
+    spawn_completion_notifying(shard, transactional_id, None);
+}
+
+/// [`spawn_completion`], sending on `completed` once the Complete record is
+/// durable (dropped unsent when this task does not complete it).
+fn spawn_completion_notifying(shard: &Rc<Shard>, transactional_id: &str, completed: Option<oneshot::Sender<()>>) {
+    glommio::spawn_local(complete_transaction(shard.clone(), transactional_id.to_owned(), completed)).detach();
 }
 
 /// Removes its id from the completing set when a completion task ends.
@@ -833,7 +863,7 @@ impl Drop for Completing {
 /// [`MARKER_ATTEMPTS_MAX`] times with a growing backoff, then writes its
 /// completion. One task per id at a time; a task that gives up leaves the
 /// transaction prepared for the next abort check (or start) to resume.
-async fn complete_transaction(shard: Rc<Shard>, transactional_id: String) {
+async fn complete_transaction(shard: Rc<Shard>, transactional_id: String, completed: Option<oneshot::Sender<()>>) {
     if !shard.txn.completing.borrow_mut().insert(transactional_id.clone()) {
         return;
     }
@@ -846,7 +876,7 @@ async fn complete_transaction(shard: Rc<Shard>, transactional_id: String) {
         let commit = request.commit;
         match markers::write_markers(&shard, request).await {
             Ok(()) => {
-                write_completion(&shard, &transactional_id).await;
+                write_completion(&shard, &transactional_id, completed).await;
                 return;
             }
             Err(reason) if attempt < MARKER_ATTEMPTS_MAX => {
@@ -866,8 +896,9 @@ async fn complete_transaction(shard: Rc<Shard>, transactional_id: String) {
     }
 }
 
-/// Writes CompleteCommit/CompleteAbort once the markers are durable.
-async fn write_completion(shard: &Rc<Shard>, transactional_id: &str) {
+/// Writes CompleteCommit/CompleteAbort once the markers are durable; sends
+/// on `completed` once it is durable.
+async fn write_completion(shard: &Rc<Shard>, transactional_id: &str, notify: Option<oneshot::Sender<()>>) {
     let completed = shard
         .txn
         .transactions
@@ -881,7 +912,10 @@ async fn write_completion(shard: &Rc<Shard>, transactional_id: &str) {
     let id = transactional_id.to_owned();
     let done = move |shard: &Rc<Shard>, outcome: Answer| match outcome {
         Ok(()) => {
-            tracing::debug!(shard = shard.id, transactional_id = %id, state = state.name(), "transaction completed")
+            tracing::debug!(shard = shard.id, transactional_id = %id, state = state.name(), "transaction completed");
+            if let Some(notify) = notify {
+                let _ = notify.send(());
+            }
         }
         Err(code) => {
             tracing::warn!(shard = shard.id, transactional_id = %id, ?code, "a transaction's completion was not written; retried at the next abort check")
