@@ -21,7 +21,7 @@ use protocol::record_batch::header::{
     LAST_OFFSET_DELTA_POS, LEADER_EPOCH_POS, LENGTH_POS, MAGIC_POS, MAX_TIMESTAMP_POS, PRODUCER_EPOCH_POS,
     PRODUCER_ID_POS, RECORDS_COUNT_POS,
 };
-use protocol::record_batch::{HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2};
+use protocol::record_batch::{attributes, HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2};
 
 /// Bytes of the send-time stamp at the start of every value.
 pub const STAMP_BYTES: usize = 8;
@@ -32,10 +32,13 @@ pub struct ProducerFields {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// The batch belongs to a transaction (the attributes' bit).
+    pub transactional: bool,
 }
 
 impl ProducerFields {
-    pub const NONE: ProducerFields = ProducerFields { producer_id: -1, producer_epoch: -1, base_sequence: -1 };
+    pub const NONE: ProducerFields =
+        ProducerFields { producer_id: -1, producer_epoch: -1, base_sequence: -1, transactional: false };
 }
 
 /// One partition's open batch.
@@ -122,7 +125,8 @@ impl BatchBuilder {
         header[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&((size - LOG_OVERHEAD_BYTES) as i32).to_be_bytes());
         header[LEADER_EPOCH_POS..LEADER_EPOCH_POS + 4].copy_from_slice(&(-1i32).to_be_bytes());
         header[MAGIC_POS] = MAGIC_V2 as u8;
-        header[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&codec.id().to_be_bytes());
+        let transactional = if producer.transactional { attributes::TRANSACTIONAL } else { 0 };
+        header[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&(codec.id() | transactional).to_be_bytes());
         let last_offset_delta = self.records_count - 1;
         header[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4].copy_from_slice(&last_offset_delta.to_be_bytes());
         header[BASE_TIMESTAMP_POS..BASE_TIMESTAMP_POS + 8].copy_from_slice(&self.base_timestamp_ms.to_be_bytes());
@@ -290,8 +294,8 @@ mod tests {
         // Proves the hand-written encoder makes batches the protocol crate
         // accepts (CRC, lengths, deltas) and that keys, stamps, payloads and
         // producer fields come back as written, compressed or not.
-        let producer = ProducerFields { producer_id: 42, producer_epoch: 3, base_sequence: 100 };
-        for codec in Codec::ALL {
+        for (codec, transactional) in Codec::ALL.into_iter().zip([false, true].into_iter().cycle()) {
+            let producer = ProducerFields { producer_id: 42, producer_epoch: 3, base_sequence: 100, transactional };
             let bytes = build(codec, 50, producer);
             let batch = batches(bytes, usize::MAX).next().unwrap().unwrap();
             batch.validate(1 << 20).unwrap_or_else(|err| panic!("{codec:?}: {err}"));
@@ -299,6 +303,7 @@ mod tests {
             assert_eq!((batch.records_count(), batch.last_offset_delta()), (50, 49));
             assert_eq!((batch.base_timestamp(), batch.max_timestamp()), (1_000, 1_049));
             assert_eq!((batch.producer_id(), batch.producer_epoch(), batch.base_sequence()), (42, 3, 100));
+            assert_eq!(batch.is_transactional(), transactional, "{codec:?}");
             for (i, record) in batch.records(1 << 20).unwrap().enumerate() {
                 let record = record.unwrap();
                 let value = record.value.unwrap();

@@ -124,6 +124,14 @@ pub struct Cli {
     /// Idempotent producer (InitProducerId, sequence numbers); needs --acks all.
     #[arg(long)]
     pub idempotent: bool,
+    /// Transactional producers: each commits a transaction every this many
+    /// records (its own transactional id; sequence numbers as with
+    /// --idempotent). Needs --acks all.
+    #[arg(long)]
+    pub transaction_records: Option<u64>,
+    /// The transaction.timeout.ms transactional producers ask for.
+    #[arg(long, default_value_t = 60_000)]
+    pub transaction_timeout_ms: i32,
     /// Produce (or OffsetCommit) requests in flight per connection.
     #[arg(long, default_value_t = 5)]
     pub in_flight: usize,
@@ -189,6 +197,14 @@ impl Cli {
         }
         if self.idempotent && self.in_flight > 5 {
             return Err("--idempotent allows at most 5 requests in flight (the broker keeps 5 batches)".into());
+        }
+        if let Some(records) = self.transaction_records {
+            if records == 0 {
+                return Err("--transaction-records must be positive".into());
+            }
+            if self.acks != Acks::All || self.in_flight > 5 {
+                return Err("--transaction-records needs --acks all and at most 5 requests in flight".into());
+            }
         }
         if self.cores == 0 || self.in_flight == 0 || self.partitions <= 0 {
             return Err("--cores, --in-flight and --partitions must be positive".into());

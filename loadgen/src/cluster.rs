@@ -24,8 +24,9 @@ const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// How long a group's coordinator may take to be found (a broker that just
 /// started may still be loading its coordinators).
 const COORDINATOR_WAIT: Duration = Duration::from_secs(30);
-/// FindCoordinator's key type for consumer groups.
-const KEY_TYPE_GROUP: i8 = 0;
+/// FindCoordinator's key types: consumer groups, transactional ids.
+pub const KEY_TYPE_GROUP: i8 = 0;
+pub const KEY_TYPE_TRANSACTION: i8 = 1;
 /// Codes that mean "ask again shortly": COORDINATOR_LOAD_IN_PROGRESS,
 /// COORDINATOR_NOT_AVAILABLE.
 const COORDINATOR_RETRIABLE: [i16; 2] = [14, 15];
@@ -238,19 +239,20 @@ pub async fn list_offsets(
     Ok(offsets)
 }
 
-/// The address ("host:port") of `group`'s coordinator, asked of
-/// `connection`'s broker; retried while the broker says the coordinator is
-/// loading or not available, for up to [`COORDINATOR_WAIT`].
-pub async fn find_coordinator(connection: &mut Connection, group: &str) -> anyhow::Result<String> {
+/// The address ("host:port") of the coordinator of `key` (a group, or a
+/// transactional id, by `key_type`), asked of `connection`'s broker;
+/// retried while the broker says the coordinator is loading or not
+/// available, for up to [`COORDINATOR_WAIT`].
+pub async fn find_coordinator(connection: &mut Connection, key_type: i8, key: &str) -> anyhow::Result<String> {
     let deadline = Instant::now() + COORDINATOR_WAIT;
     loop {
         let version = connection.versions.get(ApiKey::FindCoordinator)?;
         let mut request = FindCoordinatorRequest::default();
-        request.key_type = KEY_TYPE_GROUP;
+        request.key_type = key_type;
         if version >= 4 {
-            request.coordinator_keys = vec![StrBytes::from_string(group.to_owned())];
+            request.coordinator_keys = vec![StrBytes::from_string(key.to_owned())];
         } else {
-            request.key = StrBytes::from_string(group.to_owned());
+            request.key = StrBytes::from_string(key.to_owned());
         }
         let body = RequestKind::FindCoordinator(request);
         let ResponseKind::FindCoordinator(response) = connection.call(ApiKey::FindCoordinator, body).await? else {
@@ -267,7 +269,7 @@ pub async fn find_coordinator(connection: &mut Connection, group: &str) -> anyho
             code if COORDINATOR_RETRIABLE.contains(&code) && Instant::now() < deadline => {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
-            code => bail!("FindCoordinator for group {group}: {}", error_name(code)),
+            code => bail!("FindCoordinator for {key}: {}", error_name(code)),
         }
     }
 }

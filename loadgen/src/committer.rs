@@ -57,7 +57,7 @@ pub async fn run(cli: Arc<Cli>, cluster: Arc<Cluster>, stats: Arc<Stats>, index:
     let partitions = committer_partitions(index, cli.commit_partitions, &cluster.partitions)?;
     let coordinator = {
         let mut bootstrap = Connection::connect(&cli.bootstrap, &cli.client_id).await?;
-        cluster::find_coordinator(&mut bootstrap, &cli.group).await?
+        cluster::find_coordinator(&mut bootstrap, cluster::KEY_TYPE_GROUP, &cli.group).await?
     };
     let connection = Connection::connect(&coordinator, &cli.client_id)
         .await

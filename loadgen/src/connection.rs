@@ -40,6 +40,8 @@ const OUR_MAX_VERSIONS: &[(ApiKey, i16)] = &[
     (ApiKey::ApiVersions, 4),
     (ApiKey::CreateTopics, 7),
     (ApiKey::InitProducerId, 5),
+    (ApiKey::AddPartitionsToTxn, 3),
+    (ApiKey::EndTxn, 3),
 ];
 
 /// The ApiVersions version asked first; an older broker answers

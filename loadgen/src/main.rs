@@ -7,7 +7,8 @@
 //!   framing, pipelined requests matched by correlation id.
 //! - `cluster`: Metadata discovery, CreateTopics, InitProducerId, ListOffsets.
 //! - `batch`: allocation-free v2 batch building, Kafka's partitioners.
-//! - `producer` / `consumer` / `committer`: the workload tasks.
+//! - `producer` / `consumer` / `committer`: the workload tasks;
+//!   `transaction`: a transactional producer's control requests.
 //! - `stats`: histograms and counters; `report`: progress lines, the
 //!   summary and the JSON result; `clock`: the stamp clock.
 //!
@@ -27,6 +28,7 @@ mod consumer;
 mod producer;
 mod report;
 mod stats;
+mod transaction;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

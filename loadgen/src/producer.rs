@@ -17,6 +17,14 @@
 //! being hidden (coordinated omission). Unlimited, the send time is when
 //! the record was appended.
 //!
+//! With `--transaction-records N` each producer is transactional: a
+//! partition is added to the transaction (AddPartitionsToTxn) before its
+//! first batch in it is sent, and after every N records all batches are
+//! sent and acknowledged and the transaction committed (EndTxn); a
+//! transaction in which a batch failed is aborted instead. The time from a
+//! transaction's first record to its commit's answer is the transaction
+//! latency. Producing waits during the commit, as Kafka's producer does.
+//!
 //! The hot path allocates nothing per record: batches are written into
 //! reused buffers, send times into pooled vectors.
 
@@ -42,6 +50,7 @@ use crate::clock::{self, NS_PER_MS};
 use crate::cluster::{self, Cluster};
 use crate::connection::{Connection, RequestWriter, ResponseReader};
 use crate::stats::{Recorder, Stats};
+use crate::transaction::Transactions;
 
 /// Kafka's DUPLICATE_SEQUENCE_NUMBER: the batch was already written, a success.
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
@@ -68,6 +77,8 @@ struct PartitionState {
     opened_ns: u64,
     next_sequence: i32,
     queued: VecDeque<Finished>,
+    /// Added to the ongoing transaction (transactional producers).
+    in_transaction: bool,
 }
 
 /// What the acknowledging task needs to know about a request.
@@ -112,11 +123,26 @@ pub struct Producer {
     times_pool: TimesPool,
     payload: Vec<u8>,
     linger_ns: u64,
+    transaction: Option<OngoingTransactions>,
+}
+
+/// A transactional producer's state between its control requests.
+struct OngoingTransactions {
+    control: Transactions,
+    transactional_id: protocol::messages::TransactionalId,
+    /// Records appended to the ongoing transaction, and when its first was.
+    records: u64,
+    started_ns: u64,
+    /// Produce errors counted when the transaction began: more at its end
+    /// mean a batch failed, and it is aborted.
+    errors_at_start: u64,
+    /// Partitions to add before the request being built is sent; reused.
+    to_add: Vec<i32>,
 }
 
 /// Runs producer `index`: `records_max` records, or until told to stop.
 pub async fn run(cli: Arc<Cli>, cluster: Arc<Cluster>, stats: Arc<Stats>, index: usize) -> anyhow::Result<()> {
-    let mut producer = Producer::connect(cli.clone(), &cluster, stats.clone()).await?;
+    let mut producer = Producer::connect(cli.clone(), &cluster, stats.clone(), index).await?;
     // In e2e the consumers find their start offsets before anything is sent.
     while stats.consumers_ready.load(std::sync::atomic::Ordering::Acquire) < cli.consumer_count() {
         if stats.aborted() {
@@ -128,15 +154,42 @@ pub async fn run(cli: Arc<Cli>, cluster: Arc<Cluster>, stats: Arc<Stats>, index:
     let records_max = cli.records.map(share);
     let interval_ns = (cli.rate > 0.0).then(|| 1e9 * cli.producers as f64 / cli.rate);
     let result = producer.produce(records_max, interval_ns, index as u64).await;
+    let result = match result {
+        Ok(()) => producer.end_transaction().await,
+        failed => failed,
+    };
     let finished = producer.finish().await;
     stats.producers_done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     result.and(finished)
 }
 
 impl Producer {
-    async fn connect(cli: Arc<Cli>, cluster: &Cluster, stats: Arc<Stats>) -> anyhow::Result<Producer> {
+    async fn connect(cli: Arc<Cli>, cluster: &Cluster, stats: Arc<Stats>, index: usize) -> anyhow::Result<Producer> {
         let times_pool: TimesPool = Rc::default();
         let mut producer = ProducerFields::NONE;
+        let transaction = match cli.transaction_records {
+            None => None,
+            Some(_) => {
+                // Unique per run and producer: a rerun does not fence a
+                // producer of another loadgen still running.
+                let id = format!("{}-{}-{index}", cli.client_id, std::process::id());
+                let control = Transactions::start(&cli, &cluster.topic, id.clone()).await?;
+                producer = ProducerFields {
+                    producer_id: control.producer_id,
+                    producer_epoch: control.producer_epoch,
+                    base_sequence: 0,
+                    transactional: true,
+                };
+                Some(OngoingTransactions {
+                    control,
+                    transactional_id: protocol::messages::TransactionalId(StrBytes::from_string(id)),
+                    records: 0,
+                    started_ns: 0,
+                    errors_at_start: 0,
+                    to_add: Vec::new(),
+                })
+            }
+        };
         let mut nodes = Vec::new();
         let mut partitions: Vec<PartitionState> = Vec::new();
         let batch_capacity = cli.batch_bytes + cli.record_size + 64;
@@ -150,6 +203,7 @@ impl Producer {
                 opened_ns: 0,
                 next_sequence: 0,
                 queued: VecDeque::new(),
+                in_transaction: false,
             });
             debug_assert_eq!(partitions[index].index, p.index);
         }
@@ -157,9 +211,14 @@ impl Producer {
             let mut connection = Connection::connect(cluster.broker_addr(leader)?, &cli.client_id).await?;
             if cli.idempotent && producer.producer_id < 0 {
                 let (producer_id, producer_epoch) = cluster::init_producer_id(&mut connection).await?;
-                producer = ProducerFields { producer_id, producer_epoch, base_sequence: 0 };
+                producer = ProducerFields { producer_id, producer_epoch, base_sequence: 0, transactional: false };
             }
-            let version = connection.versions.get(ApiKey::Produce)?;
+            let mut version = connection.versions.get(ApiKey::Produce)?;
+            if transaction.is_some() {
+                // v12 says the client runs KIP-890 part 2 transactions
+                // (partitions added implicitly); these add them explicitly.
+                version = version.min(11);
+            }
             if cli.compression.codec() == Codec::Zstd && version < 7 {
                 bail!("{} speaks Produce up to v{version}; zstd needs v7", connection.addr);
             }
@@ -201,6 +260,7 @@ impl Producer {
             payload,
             cli,
             stats,
+            transaction,
         })
     }
 
@@ -234,6 +294,17 @@ impl Producer {
             state.times.push(intended);
             state.payload_bytes += (key_bytes + self.cli.record_size) as u64;
             sent += 1;
+            if let Some(ongoing) = &mut self.transaction {
+                if ongoing.records == 0 {
+                    ongoing.started_ns = intended;
+                    ongoing.errors_at_start = self.stats.produce_errors.load(std::sync::atomic::Ordering::Relaxed);
+                }
+                ongoing.records += 1;
+                if self.cli.transaction_records.is_some_and(|size| ongoing.records >= size) {
+                    self.end_transaction().await?;
+                    continue;
+                }
+            }
             let closed = state.builder.size_bytes() >= self.cli.batch_bytes;
             if closed {
                 partitioner.batch_closed(p);
@@ -244,6 +315,31 @@ impl Producer {
                 glommio::yield_if_needed().await;
             }
         }
+    }
+
+    /// Sends every batch of the ongoing transaction, waits until each is
+    /// answered, and commits it (aborts it when a batch failed). Nothing
+    /// to do for a plain producer or without an ongoing transaction.
+    async fn end_transaction(&mut self) -> anyhow::Result<()> {
+        if self.transaction.as_ref().is_none_or(|ongoing| ongoing.records == 0) || self.stats.aborted() {
+            return Ok(());
+        }
+        self.send_due(u64::MAX, true).await?;
+        for node in &self.nodes {
+            // Every request's permit is back once its answer was read.
+            let all = node.permits.acquire_permit(self.cli.in_flight as u64).await;
+            drop(all.map_err(|err| anyhow::anyhow!("{err}"))?);
+        }
+        let ongoing = self.transaction.as_mut().expect("a transactional producer");
+        let failed = self.stats.produce_errors.load(std::sync::atomic::Ordering::Relaxed) > ongoing.errors_at_start;
+        ongoing.control.end(!failed).await?;
+        let now = clock::now_ns();
+        self.stats.transaction_ended(!failed, now.saturating_sub(ongoing.started_ns), self.stats.is_measured(now));
+        ongoing.records = 0;
+        for state in &mut self.partitions {
+            state.in_transaction = false;
+        }
+        Ok(())
     }
 
     /// Sends everything left, waits for the answers, and stops the ackers.
@@ -337,6 +433,11 @@ impl Producer {
                 }
                 None => self.finish_batch(p)?,
             };
+            if let Some(ongoing) = &mut self.transaction {
+                if !std::mem::replace(&mut self.partitions[p].in_transaction, true) {
+                    ongoing.to_add.push(self.partitions[p].index);
+                }
+            }
             request_bytes += finished.bytes.len();
             let mut data = PartitionProduceData::default();
             data.index = self.partitions[p].index;
@@ -349,6 +450,10 @@ impl Producer {
                 times: finished.times,
             });
         }
+        if let Some(ongoing) = self.transaction.as_mut().filter(|ongoing| !ongoing.to_add.is_empty()) {
+            ongoing.control.add_partitions(&ongoing.to_add).await?;
+            ongoing.to_add.clear();
+        }
         let oldest = self.nodes[n].partitions.iter().map(|&p| &self.partitions[p]);
         self.nodes[n].oldest_open_ns = oldest.filter(|s| !s.builder.is_empty()).map(|s| s.opened_ns).min();
         let mut topic = TopicProduceData::default();
@@ -359,6 +464,7 @@ impl Producer {
         request.acks = self.cli.acks.wire();
         request.timeout_ms = self.cli.timeout_ms;
         request.topic_data = vec![topic];
+        request.transactional_id = self.transaction.as_ref().map(|ongoing| ongoing.transactional_id.clone());
         let body = RequestKind::Produce(request);
         let node = &mut self.nodes[n];
         let correlation_id = node.writer.send(ApiKey::Produce, node.version, &body).await?;

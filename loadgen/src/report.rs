@@ -37,20 +37,29 @@ struct Sample {
     commit_offsets_rate: f64,
     commit_p50_ms: Option<f64>,
     commit_p99_ms: Option<f64>,
+    transaction_rate: f64,
+    transaction_p50_ms: Option<f64>,
+    transaction_p99_ms: Option<f64>,
 }
 
 /// The counters a progress line differences: (records, bytes) produced and
-/// consumed, (requests, offsets) committed.
+/// consumed, (requests, offsets) committed, transactions committed.
 #[derive(Debug, Clone, Copy)]
 struct Counts {
     produced: (u64, u64),
     consumed: (u64, u64),
     committed: (u64, u64),
+    transactions: u64,
 }
 
 impl Counts {
     fn of(stats: &Stats) -> Counts {
-        Counts { produced: stats.produced.get(), consumed: stats.consumed.get(), committed: stats.committed.get() }
+        Counts {
+            produced: stats.produced.get(),
+            consumed: stats.consumed.get(),
+            committed: stats.committed.get(),
+            transactions: stats.transactions.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -115,6 +124,7 @@ fn sample(stats: &Stats, last: Counts, now: Counts, seconds: f64) -> Sample {
     let publish = Percentiles::of(&interval.produce);
     let end_to_end = Percentiles::of(&interval.end_to_end);
     let commit = Percentiles::of(&interval.commit);
+    let transaction = Percentiles::of(&interval.transaction);
     Sample {
         publish_rate: rate(last.produced.0, now.produced.0),
         publish_bytes_rate: rate(last.produced.1, now.produced.1),
@@ -128,6 +138,9 @@ fn sample(stats: &Stats, last: Counts, now: Counts, seconds: f64) -> Sample {
         commit_offsets_rate: rate(last.committed.1, now.committed.1),
         commit_p50_ms: commit.map(|p| p.p50_ms),
         commit_p99_ms: commit.map(|p| p.p99_ms),
+        transaction_rate: rate(last.transactions, now.transactions),
+        transaction_p50_ms: transaction.map(|p| p.p50_ms),
+        transaction_p99_ms: transaction.map(|p| p.p99_ms),
     }
 }
 
@@ -143,6 +156,14 @@ fn progress_line(cli: &Cli, stats: &Stats, sample: &Sample) -> String {
             sample.publish_bytes_rate / MIB,
             ms(sample.publish_p50_ms),
             ms(sample.publish_p99_ms)
+        );
+    }
+    if cli.producer_count() > 0 && cli.transaction_records.is_some() {
+        line += &format!(
+            "  txn {:.0}/s p50 {} ms p99 {} ms",
+            sample.transaction_rate,
+            ms(sample.transaction_p50_ms),
+            ms(sample.transaction_p99_ms)
         );
     }
     if cli.consumer_count() > 0 {
@@ -174,6 +195,12 @@ pub fn finish(cli: &Cli, cluster: &Cluster, stats: &Stats, outcome: Outcome) -> 
     let (consumed, consumed_bytes) = stats.consumed_measured.get();
     if cli.producer_count() > 0 {
         println!("{}", produce_summary(produced, produced_bytes, window_s, publish));
+        if let Some(records) = cli.transaction_records {
+            let committed = stats.transactions_measured.load(Ordering::Relaxed);
+            let aborted = stats.transactions_aborted.load(Ordering::Relaxed);
+            let latency = Percentiles::of(&totals.transaction);
+            println!("{}", transaction_summary(committed, aborted, records, window_s, latency));
+        }
     }
     if cli.consumer_count() > 0 {
         println!("{}", consume_summary(consumed, consumed_bytes, window_s, end_to_end));
@@ -222,6 +249,26 @@ fn produce_summary(records: u64, bytes: u64, seconds: f64, latency: Option<Perce
         None => line += ".",
     }
     line
+}
+
+fn transaction_summary(
+    committed: u64,
+    aborted: u64,
+    records: u64,
+    seconds: f64,
+    latency: Option<Percentiles>,
+) -> String {
+    let mut line = format!(
+        "{committed} transactions committed ({aborted} aborted), {:.1} transactions/sec of {records} records",
+        committed as f64 / seconds
+    );
+    if let Some(p) = latency {
+        line += &format!(
+            ", first record to commit {:.2} ms avg, {:.2} ms 50th, {:.2} ms 99th, {:.2} ms max",
+            p.avg_ms, p.p50_ms, p.p99_ms, p.max_ms
+        );
+    }
+    line + "."
 }
 
 fn consume_summary(records: u64, bytes: u64, seconds: f64, latency: Option<Percentiles>) -> String {
@@ -325,7 +372,34 @@ fn json_result(cli: &Cli, cluster: &Cluster, stats: &Stats, outcome: &Outcome, w
     latency_fields(object, "aggregatedPublishLatency", Percentiles::of(&totals.produce));
     latency_fields(object, "aggregatedEndToEndLatency", Percentiles::of(&totals.end_to_end));
     commit_fields(object, cli, stats, outcome, window_s);
+    transaction_fields(object, cli, stats, outcome, window_s);
     result
+}
+
+/// The transactional producer's fields (null or zero without
+/// `--transaction-records`, so that one schema reads every result).
+fn transaction_fields(
+    object: &mut serde_json::Map<String, Value>,
+    cli: &Cli,
+    stats: &Stats,
+    outcome: &Outcome,
+    window_s: f64,
+) {
+    let committed = stats.transactions_measured.load(Ordering::Relaxed);
+    let series = |f: fn(&Sample) -> Value| Value::Array(outcome.samples.iter().map(f).collect());
+    let fields = [
+        ("transactionRecords", json!(cli.transaction_records)),
+        ("transactions", json!(committed)),
+        ("transactionsAborted", json!(stats.transactions_aborted.load(Ordering::Relaxed))),
+        ("aggregatedTransactionRate", json!(committed as f64 / window_s)),
+        ("transactionRate", series(|s| json!(s.transaction_rate))),
+        ("transactionLatency50pct", series(|s| json!(s.transaction_p50_ms))),
+        ("transactionLatency99pct", series(|s| json!(s.transaction_p99_ms))),
+    ];
+    for (key, value) in fields {
+        object.insert(key.to_owned(), value);
+    }
+    latency_fields(object, "aggregatedTransactionLatency", Percentiles::of(&stats.total().transaction));
 }
 
 /// The commit workload's fields: settings, counts, rates, latency and the
@@ -398,6 +472,11 @@ mod tests {
         assert_eq!(
             commit_summary(0, 0, 1.0, None),
             "0 commits acknowledged, 0.0 commits/sec (0.0 partition offsets/sec)."
+        );
+        assert_eq!(
+            transaction_summary(50, 1, 100, 2.0, Some(p)),
+            "50 transactions committed (1 aborted), 25.0 transactions/sec of 100 records, first record to commit \
+             1.50 ms avg, 1.00 ms 50th, 3.00 ms 99th, 6.00 ms max."
         );
     }
 }

@@ -28,18 +28,25 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 
-/// Produce (send to ack), end-to-end (send to consume) and commit (an
-/// OffsetCommit request's send to its answer) latencies.
+/// Produce (send to ack), end-to-end (send to consume), commit (an
+/// OffsetCommit request's send to its answer) and transaction (a
+/// transaction's first record to its EndTxn's answer) latencies.
 #[derive(Debug, Clone)]
 pub struct Latencies {
     pub produce: Histogram<u64>,
     pub end_to_end: Histogram<u64>,
     pub commit: Histogram<u64>,
+    pub transaction: Histogram<u64>,
 }
 
 impl Latencies {
     pub fn new() -> Latencies {
-        Latencies { produce: new_histogram(), end_to_end: new_histogram(), commit: new_histogram() }
+        Latencies {
+            produce: new_histogram(),
+            end_to_end: new_histogram(),
+            commit: new_histogram(),
+            transaction: new_histogram(),
+        }
     }
 
     fn add(&mut self, other: &Latencies) {
@@ -47,12 +54,14 @@ impl Latencies {
         self.produce.add(&other.produce).expect("histograms with equal bounds");
         self.end_to_end.add(&other.end_to_end).expect("histograms with equal bounds");
         self.commit.add(&other.commit).expect("histograms with equal bounds");
+        self.transaction.add(&other.transaction).expect("histograms with equal bounds");
     }
 
     fn reset(&mut self) {
         self.produce.reset();
         self.end_to_end.reset();
         self.commit.reset();
+        self.transaction.reset();
     }
 }
 
@@ -118,6 +127,10 @@ pub struct Stats {
     /// report theirs when they finish).
     last_committed: Mutex<BTreeMap<i32, i64>>,
     pub produce_errors: AtomicU64,
+    /// Transactions committed / those after the warm-up / aborted.
+    pub transactions: AtomicU64,
+    pub transactions_measured: AtomicU64,
+    pub transactions_aborted: AtomicU64,
     error_codes: Mutex<BTreeMap<i16, u64>>,
     failures: Mutex<Vec<String>>,
     interval: Mutex<Latencies>,
@@ -143,6 +156,9 @@ impl Stats {
             committed_measured: CommitCounter::default(),
             last_committed: Mutex::new(BTreeMap::new()),
             produce_errors: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            transactions_measured: AtomicU64::new(0),
+            transactions_aborted: AtomicU64::new(0),
             error_codes: Mutex::new(BTreeMap::new()),
             failures: Mutex::new(Vec::new()),
             interval: Mutex::new(Latencies::new()),
@@ -203,6 +219,23 @@ impl Stats {
     pub fn produce_error(&self, code: i16, records: u64) {
         self.produce_errors.fetch_add(records, Ordering::Relaxed);
         *self.error_codes.lock().unwrap().entry(code).or_default() += records;
+    }
+
+    /// A transaction ended after `latency_ns`: committed, or aborted
+    /// because one of its batches failed. Once per transaction, so the
+    /// histograms' lock is taken directly.
+    pub fn transaction_ended(&self, committed: bool, latency_ns: u64, measured: bool) {
+        if !committed {
+            self.transactions_aborted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        let micros = (latency_ns / 1_000).clamp(1, LATENCY_US_MAX);
+        self.interval.lock().unwrap().transaction.saturating_record(micros);
+        if measured {
+            self.transactions_measured.fetch_add(1, Ordering::Relaxed);
+            self.total.lock().unwrap().transaction.saturating_record(micros);
+        }
     }
 
     pub fn error_codes(&self) -> BTreeMap<i16, u64> {

@@ -307,16 +307,95 @@ fn acks_zero_and_one_deliver_every_record() {
     }
 }
 
+/// The latest offset of each of `partitions` at an isolation level (0:
+/// read_uncommitted, the high watermark; 1: read_committed, the LSO).
+fn latest_offsets(bootstrap: &str, topic: &str, partitions: &[i32], isolation_level: i8) -> Vec<i64> {
+    use protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use protocol::messages::{ApiKey, BrokerId, ListOffsetsRequest, RequestKind, ResponseKind, TopicName};
+    let mut wanted = ListOffsetsTopic::default();
+    wanted.name = TopicName(protocol::StrBytes::from_string(topic.to_owned()));
+    wanted.partitions = partitions
+        .iter()
+        .map(|&index| {
+            let mut partition = ListOffsetsPartition::default();
+            partition.partition_index = index;
+            partition.current_leader_epoch = -1;
+            partition.timestamp = -1;
+            partition
+        })
+        .collect();
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = BrokerId(-1);
+    request.isolation_level = isolation_level;
+    request.topics = vec![wanted];
+    let ResponseKind::ListOffsets(response) =
+        raw_call(bootstrap, ApiKey::ListOffsets, 5, RequestKind::ListOffsets(request))
+    else {
+        panic!("ListOffsets answered with another API");
+    };
+    let mut answered: Vec<(i32, i64)> =
+        response.topics[0].partitions.iter().map(|p| (p.partition_index, p.offset)).collect();
+    answered.sort_unstable();
+    answered.into_iter().map(|(_, offset)| offset).collect()
+}
+
+#[test]
+fn transactional_producers_commit_every_transaction() {
+    // Proves --transaction-records: two transactional producers get every
+    // record acknowledged in 100-record transactions that all commit (the
+    // JSON counts them), nothing is left open (each partition's LSO is its
+    // high watermark), the logs hold the COMMIT markers beside the records,
+    // and a consumer reads exactly the records back.
+    let broker = Broker::start();
+    let produced = broker.run(&[
+        "produce",
+        "--topic",
+        "txn",
+        "--partitions",
+        "4",
+        "--records",
+        "1000",
+        "--producers",
+        "2",
+        "--transaction-records",
+        "100",
+        "--keys",
+        "random",
+        "--batch-bytes",
+        "4096",
+    ]);
+    assert_eq!(count(&produced, "messagesProduced"), 1000);
+    assert_eq!(count(&produced, "publishErrors"), 0);
+    assert_eq!(count(&produced, "transactions"), 10, "{produced:#}");
+    assert_eq!(count(&produced, "transactionsAborted"), 0);
+    assert_eq!(count(&produced, "transactionRecords"), 100);
+    assert!(produced["aggregatedTransactionLatency50pct"].as_f64().is_some_and(|ms| ms > 0.0), "{produced:#}");
+    let partitions = [0, 1, 2, 3];
+    let high_watermarks = latest_offsets(&broker.bootstrap, "txn", &partitions, 0);
+    assert_eq!(latest_offsets(&broker.bootstrap, "txn", &partitions, 1), high_watermarks, "no open transaction");
+    let markers = high_watermarks.iter().sum::<i64>() - 1000;
+    // Random keys spread each transaction over all four partitions.
+    assert!((10..=40).contains(&markers), "{markers} markers for 10 transactions over 4 partitions");
+    let consumed = broker.run(&["consume", "--topic", "txn", "--to-end"]);
+    assert_eq!(count(&consumed, "messagesConsumed"), 1000, "control batches are not records");
+}
+
 #[test]
 fn contradictory_flags_are_refused_before_connecting() {
-    // Proves idempotence without acks=all is a usage error (exit 2).
+    // Proves idempotence or transactions without acks=all are usage errors (exit 2).
     let broker = Broker::start();
-    let output = Command::new(env!("CARGO_BIN_EXE_stele-loadgen"))
-        .args(["produce", "--idempotent", "--acks", "1", "--bootstrap", &broker.bootstrap])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--idempotent needs --acks all"));
+    for (flags, message) in [
+        (&["--idempotent"][..], "--idempotent needs --acks all"),
+        (&["--transaction-records", "100"][..], "--transaction-records needs --acks all"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_stele-loadgen"))
+            .args(["produce", "--acks", "1", "--bootstrap", &broker.bootstrap])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(String::from_utf8_lossy(&output.stderr).contains(message), "{flags:?}");
+    }
 }
 
 /// The fields the commit workload adds to the JSON result.
