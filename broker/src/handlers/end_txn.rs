@@ -13,8 +13,7 @@ use std::rc::Rc;
 use protocol::messages::{EndTxnRequest, EndTxnResponse, ResponseKind};
 use protocol::ErrorCode;
 
-use super::Reply;
-use crate::group::classic::Step;
+use super::{coordinator_reply, Reply};
 use crate::shard::Shard;
 use crate::txn::coordinator::Answer;
 use crate::txn::{coordinator_shard, TxnCoordinator};
@@ -34,13 +33,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: EndTxnRequest) -> 
             TxnCoordinator::end(&owner, transactional_id, producer_id, producer_epoch, commit).await
         })
         .await;
-    match placed {
-        Ok(Step::Now(answer)) => Reply::Now(encode(version, answer)),
-        Ok(Step::Wait(receiver)) => Reply::Later(Box::pin(async move {
-            encode(version, receiver.await.unwrap_or(Err(ErrorCode::CoordinatorNotAvailable)))
-        })),
-        Err(_) => Reply::Now(encode(version, Err(ErrorCode::CoordinatorNotAvailable))),
-    }
+    coordinator_reply(placed, || Err(ErrorCode::CoordinatorNotAvailable), move |answer| encode(version, answer))
 }
 
 fn encode(version: i16, answer: Answer) -> ResponseKind {

@@ -12,8 +12,7 @@ use std::rc::Rc;
 use protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind};
 use protocol::ErrorCode;
 
-use super::Reply;
-use crate::group::classic::Step;
+use super::{coordinator_reply, Reply};
 use crate::shard::{Shard, CONTROLLER_SHARD};
 use crate::txn::state::{NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 use crate::txn::{coordinator_shard, TxnCoordinator};
@@ -42,14 +41,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: InitProducerIdRequ
             TxnCoordinator::init_producer_id(&owner, transactional_id, timeout_ms, expected).await
         })
         .await;
-    match placed {
-        Ok(Step::Now(outcome)) => Reply::Now(ResponseKind::InitProducerId(answer(version, outcome))),
-        Ok(Step::Wait(receiver)) => Reply::Later(Box::pin(async move {
-            let outcome = receiver.await.unwrap_or(Err(ErrorCode::CoordinatorNotAvailable));
-            ResponseKind::InitProducerId(answer(version, outcome))
-        })),
-        Err(_) => Reply::Now(ResponseKind::InitProducerId(answer(version, Err(ErrorCode::CoordinatorNotAvailable)))),
-    }
+    coordinator_reply(
+        placed,
+        || Err(ErrorCode::CoordinatorNotAvailable),
+        move |outcome| ResponseKind::InitProducerId(answer(version, outcome)),
+    )
 }
 
 /// The response of a transactional InitProducerId at `version`.

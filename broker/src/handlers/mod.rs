@@ -52,7 +52,8 @@ use futures::future::LocalBoxFuture;
 use protocol::messages::{RequestKind, ResponseKind};
 use protocol::{Request, StrBytes};
 
-use crate::shard::Shard;
+use crate::group::classic::Step;
+use crate::shard::{Shard, ShardGone};
 
 /// Who sent a request, as Kafka's RequestContext knows it: what JoinGroup
 /// records of a member (DescribeGroups reports it).
@@ -87,6 +88,23 @@ impl Reply {
             Reply::Later(body) => Some((None, body.await)),
             Reply::Nothing | Reply::Close(_) => None,
         }
+    }
+}
+
+/// The reply to a coordinator's answer from its shard: now, or once its
+/// record is durable. A coordinator shard that stopped, or an answer
+/// dropped unsent (shutdown), is answered with `unavailable()`.
+pub fn coordinator_reply<T: 'static>(
+    placed: Result<Step<T>, ShardGone>,
+    unavailable: impl Fn() -> T + 'static,
+    encode: impl FnOnce(T) -> ResponseKind + 'static,
+) -> Reply {
+    match placed {
+        Ok(Step::Now(answer)) => Reply::Now(encode(answer)),
+        Ok(Step::Wait(receiver)) => {
+            Reply::Later(Box::pin(async move { encode(receiver.await.unwrap_or_else(|_| unavailable())) }))
+        }
+        Err(_) => Reply::Now(encode(unavailable())),
     }
 }
 

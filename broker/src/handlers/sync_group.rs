@@ -9,7 +9,7 @@ use std::rc::Rc;
 use protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse};
 use protocol::ErrorCode;
 
-use super::{str_bytes, Reply};
+use super::{coordinator_reply, str_bytes, Reply};
 use crate::group::classic::{Step, SyncResult};
 use crate::group::coordinator_shard;
 use crate::shard::Shard;
@@ -40,16 +40,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: SyncGroupRequest) 
             step.unwrap_or_else(|| Step::Now(SyncResult::error(ErrorCode::UnknownMemberId)))
         })
         .await;
-    match placed {
-        Ok(Step::Now(result)) => Reply::Now(ResponseKind::SyncGroup(encode(version, result))),
-        Ok(Step::Wait(receiver)) => Reply::Later(Box::pin(async move {
-            let result = receiver.await.unwrap_or_else(|_| SyncResult::error(ErrorCode::CoordinatorNotAvailable));
-            ResponseKind::SyncGroup(encode(version, result))
-        })),
-        Err(_) => {
-            Reply::Now(ResponseKind::SyncGroup(encode(version, SyncResult::error(ErrorCode::CoordinatorNotAvailable))))
-        }
-    }
+    coordinator_reply(
+        placed,
+        || SyncResult::error(ErrorCode::CoordinatorNotAvailable),
+        move |result| ResponseKind::SyncGroup(encode(version, result)),
+    )
 }
 
 fn encode(version: i16, result: SyncResult) -> SyncGroupResponse {
