@@ -59,22 +59,8 @@ install_if_missing fio
 command -v python3 >/dev/null || { say "python3 is needed"; exit 1; }
 command -v taskset >/dev/null || { say "taskset (util-linux) is needed to pin the processes"; exit 1; }
 
-# --- run directory: fresh, on a real disk ---------------------------------------
-base=${BENCH_DIR:-$root/bench-data}
-mkdir -p "$base"
-run_dir=$(mktemp -d "$(cd "$base" && pwd)/groups.XXXXXX")
-fs_type=$(df --output=fstype "$run_dir" | tail -1 | tr -d ' ')
-if [ "$fs_type" = tmpfs ] || [ "$fs_type" = ramfs ]; then
-    say "$run_dir is on $fs_type: fdatasync figures would be meaningless; set BENCH_DIR to a real disk"
-    exit 1
-fi
-
-broker_pid=""
-cleanup() {
-    if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
-    rm -rf "$run_dir/data"
-}
-trap cleanup EXIT
+. "$root/scripts/lib/broker.sh"
+make_run_dir groups
 
 # --- tools ------------------------------------------------------------------------
 say "building stele and stele-loadgen (release)"
@@ -95,8 +81,7 @@ if ! venv_ready; then
 fi
 python="$venv/bin/python"
 
-# --- the broker: a fresh one per measurement ---------------------------------------
-. "$root/scripts/lib/broker.sh"
+# --- the broker: a fresh one per measurement (scripts/lib/broker.sh) ------------------
 
 # The disk's fdatasync rate, on the (empty) data directory the broker is
 # about to use, on the broker's core.

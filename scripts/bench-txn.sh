@@ -49,28 +49,13 @@ say() { echo "bench-txn: $*" >&2; }
 command -v python3 >/dev/null || { say "python3 is needed for the table"; exit 1; }
 command -v taskset >/dev/null || { say "taskset (util-linux) is needed to pin the processes"; exit 1; }
 
-base=${BENCH_DIR:-$root/bench-data}
-mkdir -p "$base"
-run_dir=$(mktemp -d "$(cd "$base" && pwd)/txn.XXXXXX")
-fs_type=$(df --output=fstype "$run_dir" | tail -1 | tr -d ' ')
-if [ "$fs_type" = tmpfs ] || [ "$fs_type" = ramfs ]; then
-    say "$run_dir is on $fs_type: fsync-bound figures would be meaningless; set BENCH_DIR to a real disk"
-    exit 1
-fi
-
-broker_pid=""
-cleanup() {
-    if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
-    rm -rf "$run_dir/data"
-}
-trap cleanup EXIT
+. "$root/scripts/lib/broker.sh"
+make_run_dir txn
 
 say "building stele and stele-loadgen (release)"
 cargo build --release -p stele-broker -p stele-loadgen >&2
 stele="$root/target/release/stele"
 loadgen="$root/target/release/stele-loadgen"
-
-. "$root/scripts/lib/broker.sh"
 
 for producers in $producer_counts; do
     for mode in reference transactional; do

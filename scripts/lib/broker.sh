@@ -1,10 +1,26 @@
 # Shared by the benchmark scripts (source it): a fresh `stele` per
 # measurement, pinned to one core, on an empty data directory that is
-# deleted afterwards. The caller sets $stele (the binary), $run_dir,
+# deleted afterwards. The caller sets $root, $stele (the binary),
 # $broker_cpu, $port and a `say` function.
 #
+#   make_run_dir PREFIX                # sets $run_dir; stops the broker on exit
 #   start_broker NAME [CONFIG_FILE]    # log in $run_dir/stele-NAME.log; sets $broker_pid
 #   stop_broker
+
+# A fresh $run_dir under $BENCH_DIR (default ./bench-data), refused on
+# tmpfs or ramfs, where O_DIRECT and fdatasync figures would mean nothing.
+make_run_dir() {
+    local base=${BENCH_DIR:-$root/bench-data} fs_type
+    mkdir -p "$base"
+    run_dir=$(mktemp -d "$(cd "$base" && pwd)/$1.XXXXXX")
+    fs_type=$(df --output=fstype "$run_dir" | tail -1 | tr -d ' ')
+    if [ "$fs_type" = tmpfs ] || [ "$fs_type" = ramfs ]; then
+        say "$run_dir is on $fs_type: disk figures would be meaningless; set BENCH_DIR to a real disk"
+        exit 1
+    fi
+    broker_pid=""
+    trap stop_broker EXIT
+}
 
 start_broker() {
     local log="$run_dir/stele-$1.log" config=()
@@ -24,8 +40,10 @@ start_broker() {
 }
 
 stop_broker() {
-    kill "$broker_pid" 2>/dev/null || true
-    wait "$broker_pid" 2>/dev/null || true
+    if [ -n "$broker_pid" ]; then
+        kill "$broker_pid" 2>/dev/null || true
+        wait "$broker_pid" 2>/dev/null || true
+    fi
     broker_pid=""
     rm -rf "$run_dir/data"
 }
