@@ -10,6 +10,9 @@ O_DIRECT is exercised), exactly as broker/tests/common/mod.rs does:
 Fixtures:
   broker        one broker per test module (fast)
   fresh_broker  a broker of its own for one test (restart tests)
+  txn_broker, fresh_txn_broker
+                the same, aborting transactions past their timeout within
+                200 ms (TXN_CONFIG) for the transaction tests
   topic         a topic name unique to the test
   members       starts consumer-group members in processes of their own
                 (helpers.Member); whatever is still running is killed at
@@ -37,6 +40,10 @@ REPO = Path(__file__).resolve().parents[2]
 READY_LINE = "ready: accepting Kafka clients"
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
+# The transaction coordinators look for transactions open past their
+# timeout every 200 ms (Kafka's default: 10 s), so that one left open by a
+# vanished producer is aborted within a test.
+TXN_CONFIG = '[transactions]\n"transaction.abort.timed.out.transaction.cleanup.interval.ms" = 200\n'
 
 
 def stele_bin() -> Path:
@@ -61,7 +68,7 @@ def free_port() -> int:
 class Broker:
     """A running `stele` process on a free port and its own data dir."""
 
-    def __init__(self, name: str, shards: int = 2):
+    def __init__(self, name: str, shards: int = 2, extra_config: str = ""):
         self.temp = Path(tempfile.mkdtemp(prefix=f"stele-py-{name}-", dir=tmp_root()))
         self.data_dir = self.temp / "data"
         self.log_path = self.temp / "stele.log"
@@ -75,6 +82,7 @@ class Broker:
         # Groups form at once (no initial rebalance delay) and KIP-848
         # members heartbeat every 500 ms with 10 s sessions, so that the
         # group tests take seconds; Kafka's defaults are 3 s, 5 s and 45 s.
+        # extra_config (TOML, e.g. a [transactions] table) is appended.
         self.config_path.write_text(
             '[topics]\n"log.segment.bytes" = 8388608\n'
             "[groups]\n"
@@ -82,7 +90,7 @@ class Broker:
             '"group.consumer.min.session.timeout.ms" = 6000\n'
             '"group.consumer.session.timeout.ms" = 10000\n'
             '"group.consumer.min.heartbeat.interval.ms" = 500\n'
-            '"group.consumer.heartbeat.interval.ms" = 500\n'
+            '"group.consumer.heartbeat.interval.ms" = 500\n' + extra_config
         )
         self.spawn()
 
@@ -185,6 +193,22 @@ def broker(request):
 @pytest.fixture
 def fresh_broker(request):
     b = Broker(re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40])
+    yield b
+    _close(b, getattr(request.node, "_stele_failed", False))
+
+
+@pytest.fixture(scope="module")
+def txn_broker(request):
+    b = Broker(request.module.__name__.rsplit(".", 1)[-1], extra_config=TXN_CONFIG)
+    yield b
+    alive = b.is_running()
+    _close(b, getattr(request.module, "_stele_failed", False))
+    assert alive, "the module's broker died during the tests"
+
+
+@pytest.fixture
+def fresh_txn_broker(request):
+    b = Broker(re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40], extra_config=TXN_CONFIG)
     yield b
     _close(b, getattr(request.node, "_stele_failed", False))
 
