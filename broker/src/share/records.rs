@@ -270,7 +270,7 @@ mod tests {
             ),
         ];
         for (record, reason) in refused {
-            let err = decode_batch(&encode_batch(&[record.clone()])).unwrap_err();
+            let err = decode_batch(&encode_batch(std::slice::from_ref(&record))).unwrap_err();
             assert!(err.contains(reason), "{record:?}: {err}");
         }
         let mut payload = encode_batch(&every_record_type());

@@ -1059,12 +1059,13 @@ mod tests {
             BatchInfo { base_offset: 8, last_offset: 8, kind: BatchKind::Control },
             data(9, 12),
         ];
-        let mut deltas = Vec::new();
-        deltas.push(state.acquire(&a, 0, &log, &limits(4, 100)).1);
-        deltas.push(state.acquire(&b, 4, &log, &limits(100, 100)).1);
-        deltas.push(state.acknowledge("a", &[ack(0, 3, &[1, 2, 3, 0])], LIMIT).unwrap());
-        deltas.push(state.acknowledge("b", &[ack(4, 7, &[1])], LIMIT).unwrap());
-        deltas.push(state.acquire(&a, 1, &log, &limits(100, 100)).1);
+        // In order: each step changes what the next one sees.
+        let first = state.acquire(&a, 0, &log, &limits(4, 100)).1;
+        let second = state.acquire(&b, 4, &log, &limits(100, 100)).1;
+        let third = state.acknowledge("a", &[ack(0, 3, &[1, 2, 3, 0])], LIMIT).unwrap();
+        let fourth = state.acknowledge("b", &[ack(4, 7, &[1])], LIMIT).unwrap();
+        let fifth = state.acquire(&a, 1, &log, &limits(100, 100)).1;
+        let deltas = [first, second, third, fourth, fifth];
         for delta in &deltas {
             replayed.apply_delta(0, delta);
         }
