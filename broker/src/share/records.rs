@@ -328,4 +328,30 @@ mod tests {
             let _ = decode_batch(&damaged);
         }
     }
+
+    /// A format-1 payload as this broker first wrote it: a snapshot, a delta
+    /// and a delete. Any format change must keep decoding it (or bump
+    /// [`FORMAT_VERSION`] and keep a reader for version 1).
+    const FORMAT_1_FIXTURE: &str = "0400000064ffffff08000000000000010300000094000000300000000c00000008000a0009000400080000000c000000000306000800040006000000040000000100000067000000a8ffffff14000000000000020c00180014001000080004000c0000001c0000000d000000000000000100000004000000010000006700000001000000040000009cffffff020000020c000000000000000a0000000000000008000c000b0004000800000014000000000000010c001c0018001400080004000c000000200000000a00000000000000000000000100000004000000010000006700000001000000100000000c00180010000800070004000c000000020000000c000000000000000a00000000000000";
+
+    #[test]
+    fn a_format_1_payload_still_decodes() {
+        // Proves backward compatibility with the first written format
+        // (docs/storage.md: a format change adds a fixture).
+        let bytes: Vec<u8> = (0..FORMAT_1_FIXTURE.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&FORMAT_1_FIXTURE[at..at + 2], 16).unwrap())
+            .collect();
+        let range = |state| StateRange { first_offset: 10, last_offset: 12, state, delivery_count: 2 };
+        let state =
+            |start_offset, ranges| SharePartitionRecord { group: "g".into(), state_epoch: 1, start_offset, ranges };
+        assert_eq!(
+            decode_batch(&bytes).unwrap(),
+            vec![
+                ShareRecord::Snapshot(state(10, vec![range(RecordState::Available)])),
+                ShareRecord::Delta(state(13, vec![range(RecordState::Acknowledged)])),
+                ShareRecord::Deleted { group: "g".into() },
+            ]
+        );
+    }
 }

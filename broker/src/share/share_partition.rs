@@ -236,7 +236,8 @@ impl SharePartition {
     /// the window. Not persisted: a restart moves the start again.
     fn sync_with_log_start(&self) {
         let log_start = self.partition.log.log_start_offset();
-        if self.state.borrow().start_offset() < log_start && self.state.borrow_mut().move_start_to(log_start) {
+        let moved = self.state.borrow_mut().move_start_to(log_start);
+        if moved {
             self.changes.notify();
         }
     }

@@ -496,3 +496,25 @@ fn the_in_flight_bound_holds_back_new_records() {
         assert_eq!(bases(&more), vec![4]);
     });
 }
+
+#[test]
+fn records_deleted_below_the_log_start_leave_the_window() {
+    // Proves DeleteRecords (or retention) moving the log start past in-flight
+    // records takes them out of the share-partition, acquired or not: the
+    // start offset follows, their acknowledgement is INVALID_RECORD_STATE,
+    // and acquisition goes on from the new start.
+    let dir = tempfile::tempdir().unwrap();
+    with_shard(dir.path(), End::Clean, |shard, partition| async move {
+        produce(&partition, 3).await;
+        produce(&partition, 3).await;
+        let settings = earliest();
+        let share = shard.share.get_or_open(&shard, "g", &partition, &settings).await.unwrap();
+        assert_eq!(share.acquire("a", 1 << 20, 1, &settings, now_ms()).await.acquired, vec![range(0, 2, 1)]);
+        partition.log.delete_records_before(4).await.unwrap();
+        assert_eq!(share.start_offset(), 4);
+        let gone = share.acknowledge("a", &[ack(0, 2, &[ack_type::ACCEPT])], &settings, now_ms()).await.unwrap_err();
+        assert_eq!(gone.error, ErrorCode::InvalidRecordState);
+        let fetched = share.acquire("a", 1 << 20, 500, &settings, now_ms()).await;
+        assert_eq!(fetched.acquired, vec![range(4, 5, 1)], "3 lies below the log start too");
+    });
+}
