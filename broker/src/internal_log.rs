@@ -8,7 +8,8 @@
 //! (concurrent appends share one fdatasync) all apply, and a payload
 //! survives a crash whole or not at all. Consumer groups
 //! (`__consumer_offsets`) and transaction coordinators
-//! (`__transaction_state`) use it; share-group state is meant to.
+//! (`__transaction_state`) use it, and so do share-partitions
+//! (`<partition dir>/share-state/`, see `crate::share::log`).
 //!
 //! Invariants:
 //! - payloads are placed (given their offset) one at a time, in the order

@@ -24,6 +24,9 @@
 //!   state, markers, timeouts).
 //! - [`internal_log`]: a coordinator's durable, compacted state log on the
 //!   engine (consumer group offsets and metadata, transaction state).
+//! - [`share`]: share-partitions (KIP-932): per-record delivery state of
+//!   share groups, acquisition locks, and its durable share-state log in
+//!   each partition's directory.
 //! - `flatbuf`: the macros that declare hand-written flatbuffers tables.
 //! - [`partition`]: a partition's log plus Kafka's produce rules, transaction
 //!   markers and the last stable offset.
@@ -44,5 +47,6 @@ pub mod partition;
 pub mod producer_state;
 pub mod server;
 pub mod shard;
+pub mod share;
 pub mod topic_config;
 pub mod txn;

@@ -24,6 +24,7 @@ use crate::event::Event;
 use crate::group::GroupCoordinator;
 use crate::metadata::MetadataImage;
 use crate::partition::Partition;
+use crate::share::SharePartitions;
 use crate::txn::TxnCoordinator;
 
 /// Work sent to another shard: a closure run there with that shard.
@@ -65,6 +66,8 @@ pub struct Shard {
     pub groups: GroupCoordinator,
     /// The transactional ids coordinated by this shard (`txn::coordinator_shard`).
     pub txn: TxnCoordinator,
+    /// The share-partitions of the partitions this shard owns (KIP-932).
+    pub share: SharePartitions,
 }
 
 impl Shard {
@@ -90,6 +93,7 @@ impl Shard {
             connections: Cell::new(0),
             groups,
             txn,
+            share: SharePartitions::default(),
         }
     }
 

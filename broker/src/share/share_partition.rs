@@ -1,0 +1,518 @@
+//! One share group's share-partition on one topic partition: the state
+//! machine of [`super::state`] bound to the partition's log (what is
+//! fetched and acquired) and to the partition's share-state log (what is
+//! durable).
+//!
+//! Each public operation applies its change and hands its delta to the
+//! share-state log in one synchronous step, then waits until the delta is
+//! durable before it answers. Nothing is borrowed across an await; an
+//! acquisition that awaited the partition's log checks that the state was
+//! not reset meanwhile (state epoch) before it acquires.
+//!
+//! Durability of acquisitions: Kafka persists a record's delivery count
+//! only when its state next changes (acknowledge, release, lock expiry),
+//! so a broker crash forgets deliveries in flight. Here an acquisition's
+//! delta (the acquired records as Available with their new delivery
+//! count) is durable before the records are returned, so after a crash an
+//! acquired record comes back Available with the count of every delivery
+//! made: stricter than Kafka, at the cost of one group-committed fdatasync
+//! per ShareFetch that acquires (docs/share-partitions.md).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::{Rc, Weak};
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+use protocol::record_batch;
+use protocol::ErrorCode;
+use uuid::Uuid;
+
+use super::log::ShareStateLog;
+use super::records::{SharePartitionRecord, ShareRecord};
+use super::state::{
+    AckBatch, AckError, AcquireLimits, AcquiredRange, BatchInfo, BatchKind, MemberId, ShareState, StateRange,
+};
+use super::ShareSettings;
+use crate::aborted_index::AbortedTxn;
+use crate::partition::{IsolationLevel, Partition};
+
+/// The answer for one partition of a ShareFetch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShareFetchPartition {
+    /// A partition-level error (the other fields are then empty or -1).
+    pub error: Option<ErrorCode>,
+    /// Whole batches holding the acquired records, as stored; a batch may
+    /// also hold records not acquired by this member, which the consumer
+    /// drops (it delivers only the offsets in `acquired`).
+    pub records: Option<Bytes>,
+    /// ShareFetch's `AcquiredRecords`, in offset order.
+    pub acquired: Vec<AcquiredRange>,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+}
+
+impl ShareFetchPartition {
+    pub fn error(error: ErrorCode) -> ShareFetchPartition {
+        ShareFetchPartition {
+            error: Some(error),
+            records: None,
+            acquired: Vec::new(),
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+        }
+    }
+
+    fn empty(partition: &Partition) -> ShareFetchPartition {
+        ShareFetchPartition {
+            error: None,
+            records: None,
+            acquired: Vec::new(),
+            high_watermark: partition.high_watermark(),
+            last_stable_offset: partition.last_stable_offset(),
+            log_start_offset: partition.log.log_start_offset(),
+        }
+    }
+}
+
+/// What DescribeShareGroupOffsets needs of one share-partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareOffsets {
+    /// The share-partition start offset (SPSO).
+    pub start_offset: i64,
+    pub state_epoch: i32,
+    /// Records the group has yet to finish: from the start offset to the
+    /// latest offset (high watermark, or LSO for read_committed) less those
+    /// already Acknowledged or Archived (Kafka's share-partition lag).
+    pub lag: i64,
+    /// Records between the start and end offsets, and of those, acquired now.
+    pub in_flight_records: i64,
+    pub acquired_records: i64,
+}
+
+/// Wakes the tasks waiting for "something may be acquirable now".
+#[derive(Default)]
+struct Changes {
+    generation: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Changes {
+    fn notify(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for waker in std::mem::take(&mut *self.waiters.borrow_mut()) {
+            waker.wake();
+        }
+    }
+
+    async fn after(&self, generation: u64) {
+        poll_fn(|cx| {
+            if self.generation.get() != generation {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+pub struct SharePartition {
+    group_id: Rc<str>,
+    partition: Rc<Partition>,
+    log: Weak<ShareStateLog>,
+    state: RefCell<ShareState>,
+    changes: Changes,
+    /// The settings of the latest call, for the lock-expiry sweep.
+    settings: Cell<ShareSettings>,
+    deleted: Cell<bool>,
+}
+
+impl SharePartition {
+    pub(crate) fn new(
+        group_id: Rc<str>,
+        partition: Rc<Partition>,
+        log: Weak<ShareStateLog>,
+        state: ShareState,
+    ) -> SharePartition {
+        SharePartition {
+            group_id,
+            partition,
+            log,
+            state: RefCell::new(state),
+            changes: Changes::default(),
+            settings: Cell::new(ShareSettings::default()),
+            deleted: Cell::new(false),
+        }
+    }
+
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    pub(crate) fn group_rc(&self) -> Rc<str> {
+        self.group_id.clone()
+    }
+
+    pub fn topic_id(&self) -> Uuid {
+        self.partition.topic_id
+    }
+
+    pub fn partition_index(&self) -> i32 {
+        self.partition.index
+    }
+
+    /// The share-partition start offset (SPSO).
+    pub fn start_offset(&self) -> i64 {
+        self.sync_with_log_start();
+        self.state.borrow().start_offset()
+    }
+
+    pub fn state_epoch(&self) -> i32 {
+        self.state.borrow().state_epoch()
+    }
+
+    /// A copy of the state machine, for tests and diagnostics.
+    pub fn state(&self) -> ShareState {
+        self.state.borrow().clone()
+    }
+
+    /// The start offset, state epoch and lag inputs (DescribeShareGroupOffsets).
+    pub fn offsets(&self, isolation: IsolationLevel) -> ShareOffsets {
+        self.sync_with_log_start();
+        let latest = match isolation {
+            IsolationLevel::ReadUncommitted => self.partition.high_watermark(),
+            IsolationLevel::ReadCommitted => self.partition.last_stable_offset(),
+        };
+        let state = self.state.borrow();
+        let terminal = state.terminal_records();
+        let lag = (latest - state.start_offset() - terminal).max(0);
+        ShareOffsets {
+            start_offset: state.start_offset(),
+            state_epoch: state.state_epoch(),
+            lag,
+            in_flight_records: state.in_flight(),
+            acquired_records: state.acquired_records(),
+        }
+    }
+
+    /// The whole state as a snapshot record (compaction, initialization, reset).
+    pub(crate) fn snapshot_record(&self) -> SharePartitionRecord {
+        let state = self.state.borrow();
+        SharePartitionRecord {
+            group: self.group_id.to_string(),
+            state_epoch: state.state_epoch(),
+            start_offset: state.start_offset(),
+            ranges: state.snapshot_ranges(),
+        }
+    }
+
+    fn delta(&self, state: &ShareState, ranges: Vec<StateRange>) -> ShareRecord {
+        ShareRecord::Delta(SharePartitionRecord {
+            group: self.group_id.to_string(),
+            state_epoch: state.state_epoch(),
+            start_offset: state.start_offset(),
+            ranges,
+        })
+    }
+
+    fn usable(&self) -> Result<Rc<ShareStateLog>, ErrorCode> {
+        if self.deleted.get() {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        let log = self.log.upgrade().ok_or(ErrorCode::NotLeaderOrFollower)?;
+        match log.unusable() {
+            Some(error) => Err(error),
+            None => Ok(log),
+        }
+    }
+
+    /// Records deleted below the log start (retention, DeleteRecords) leave
+    /// the window. Not persisted: a restart moves the start again.
+    fn sync_with_log_start(&self) {
+        let log_start = self.partition.log.log_start_offset();
+        let moved = self.state.borrow_mut().move_start_to(log_start);
+        if moved {
+            self.changes.notify();
+        }
+    }
+
+    /// Acquires records for `member_id` (one ShareFetch partition): records
+    /// Available again (released, lock lapsed) first, then records past the
+    /// end offset, read as whole batches with [`Partition::fetch`] from the
+    /// first Available offset (or the end) up to `max_bytes`; acquisition
+    /// stops once `max_records` were acquired (soft: whole batches) and new
+    /// records stop at `partition_max_record_locks` in flight (strict).
+    /// Control batches, and for read_committed batches of aborted
+    /// transactions, are archived, never acquired; so is a record at the
+    /// delivery limit. Locks lapse at `now_ms + record_lock_duration_ms`.
+    /// Returns once the acquisition is durable; an empty answer (no error,
+    /// nothing acquired) when nothing is acquirable now: then
+    /// [`Self::wait_for_acquirable`] says when to try again.
+    pub async fn acquire(
+        &self,
+        member_id: &str,
+        max_bytes: usize,
+        max_records: usize,
+        settings: &ShareSettings,
+        now_ms: i64,
+    ) -> ShareFetchPartition {
+        self.settings.set(*settings);
+        let log = match self.usable() {
+            Ok(log) => log,
+            Err(error) => return ShareFetchPartition::error(error),
+        };
+        self.sync_with_log_start();
+        if let Err(error) = self.expire_with(&log, settings.delivery_count_limit, now_ms).await {
+            return ShareFetchPartition::error(error);
+        }
+        let (fetch_offset, state_epoch) = {
+            let state = self.state.borrow();
+            let available = state.first_available_offset();
+            let full = state.in_flight() >= settings.partition_max_record_locks as i64;
+            if max_records == 0 || (available.is_none() && full) {
+                return ShareFetchPartition::empty(&self.partition);
+            }
+            (available.unwrap_or(state.end_offset()), state.state_epoch())
+        };
+        let fetched = self.partition.fetch(fetch_offset, max_bytes, settings.isolation).await;
+        match fetched.error {
+            None => {}
+            // The log start passed the offset meanwhile: the next call moves up.
+            Some(ErrorCode::OffsetOutOfRange) => return ShareFetchPartition::empty(&self.partition),
+            Some(error) => return ShareFetchPartition::error(error),
+        }
+        if self.deleted.get() || self.state.borrow().state_epoch() != state_epoch {
+            return ShareFetchPartition::empty(&self.partition);
+        }
+        let records = fetched.records.clone().unwrap_or_default();
+        let batches = classify(&records, fetched.aborted_transactions.as_deref());
+        let infos: Vec<BatchInfo> = batches.iter().map(|(info, _, _)| *info).collect();
+        let limits = AcquireLimits {
+            max_records,
+            max_in_flight: settings.partition_max_record_locks,
+            delivery_count_limit: settings.delivery_count_limit,
+            lock_deadline_ms: now_ms.saturating_add(settings.record_lock_duration_ms),
+        };
+        let member: MemberId = Rc::from(member_id);
+        let (acquired, delta) = {
+            let mut state = self.state.borrow_mut();
+            let (acquired, changes) = state.acquire(&member, fetch_offset, &infos, &limits);
+            let delta = (!changes.is_empty()).then(|| self.delta(&state, changes));
+            (acquired, delta)
+        };
+        if let Some(delta) = delta {
+            if let Err(error) = log.write(delta).await {
+                // The records stay Acquired until their locks lapse.
+                return ShareFetchPartition::error(error);
+            }
+        }
+        ShareFetchPartition {
+            error: None,
+            records: slice_acquired(&records, &batches, &acquired),
+            acquired,
+            high_watermark: fetched.high_watermark,
+            last_stable_offset: fetched.last_stable_offset,
+            log_start_offset: fetched.log_start_offset,
+        }
+    }
+
+    /// Applies one ShareAcknowledge (or ShareFetch piggy-backed) partition's
+    /// batches from `member_id`, all or nothing, as Kafka does: each offset
+    /// must be Acquired by the member with its lock not lapsed at `now_ms`
+    /// (else INVALID_RECORD_STATE), the batches well formed (else
+    /// INVALID_REQUEST). Accept → Acknowledged, Reject and Gap → Archived,
+    /// Release → Available (delivery count kept; Archived at the limit).
+    /// Returns once the change is durable.
+    pub async fn acknowledge(
+        &self,
+        member_id: &str,
+        batches: &[AckBatch],
+        settings: &ShareSettings,
+        now_ms: i64,
+    ) -> Result<(), AckError> {
+        self.settings.set(*settings);
+        let refused = |error: ErrorCode| AckError { error, batch_index: 0, message: format!("{error:?}") };
+        let log = self.usable().map_err(refused)?;
+        self.sync_with_log_start();
+        let limit = settings.delivery_count_limit;
+        let (outcome, delta, made_available) = {
+            let mut state = self.state.borrow_mut();
+            let expired = state.expire_locks(now_ms, limit);
+            let outcome = state.acknowledge(member_id, batches, limit);
+            let mut changes = expired.archived;
+            let mut made_available = expired.made_available;
+            if let Ok(acknowledged) = &outcome {
+                made_available = made_available || !acknowledged.is_empty();
+                changes.extend_from_slice(acknowledged);
+                changes.sort_by_key(|range| range.first_offset);
+            }
+            let delta = (!changes.is_empty()).then(|| self.delta(&state, changes));
+            (outcome, delta, made_available)
+        };
+        if made_available {
+            self.changes.notify();
+        }
+        if let Some(delta) = delta {
+            log.write(delta).await.map_err(refused)?;
+        }
+        outcome.map(|_| ())
+    }
+
+    /// Every record acquired by `member_id` becomes Available again (Archived
+    /// at the delivery limit): the member left the group, was fenced, or
+    /// closed its share session. Returns once what must be durable is.
+    pub async fn release_member(&self, member_id: &str) -> Result<(), ErrorCode> {
+        let log = self.usable()?;
+        let limit = self.settings.get().delivery_count_limit;
+        let (released, delta) = {
+            let mut state = self.state.borrow_mut();
+            let released = state.release_member(member_id, limit);
+            let archived = released.archived.clone();
+            let delta = (!archived.is_empty()).then(|| self.delta(&state, archived));
+            (released, delta)
+        };
+        if released.made_available || delta.is_some() {
+            self.changes.notify();
+        }
+        match delta {
+            Some(delta) => log.write(delta).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Lapsed locks at `now_ms` release their records (the sweep calls this
+    /// for every share-partition; acquire and acknowledge do it first too).
+    pub async fn expire_locks(&self, now_ms: i64) -> Result<(), ErrorCode> {
+        let log = self.usable()?;
+        self.expire_with(&log, self.settings.get().delivery_count_limit, now_ms).await
+    }
+
+    async fn expire_with(&self, log: &Rc<ShareStateLog>, limit: u16, now_ms: i64) -> Result<(), ErrorCode> {
+        let (made_available, delta) = {
+            let mut state = self.state.borrow_mut();
+            let released = state.expire_locks(now_ms, limit);
+            let delta = (!released.archived.is_empty()).then(|| self.delta(&state, released.archived));
+            (released.made_available, delta)
+        };
+        if made_available || delta.is_some() {
+            self.changes.notify();
+        }
+        match delta {
+            // Only archiving needs writing: an acquired record is already
+            // durable as Available with its count.
+            Some(delta) => log.write(delta).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves when an acquisition may return records: some are Available
+    /// (released, lock lapsed), the window moved, or the log has records
+    /// past the end offset (visible at `settings.isolation`) while the
+    /// in-flight bound leaves room. May resolve spuriously; the caller bounds
+    /// the wait (ShareFetch's MaxWaitMs) and acquires again.
+    pub async fn wait_for_acquirable(&self, settings: &ShareSettings) {
+        let generation = self.changes.generation.get();
+        let (available, room, end_offset) = {
+            let state = self.state.borrow();
+            (state.has_available(), state.in_flight() < settings.partition_max_record_locks as i64, state.end_offset())
+        };
+        if available || self.usable().is_err() {
+            return;
+        }
+        let changed = std::pin::pin!(self.changes.after(generation));
+        let arrived = std::pin::pin!(async {
+            if room {
+                self.partition.wait_for_records_from(end_offset, settings.isolation).await
+            } else {
+                futures::future::pending::<()>().await
+            }
+        });
+        futures::future::select(changed, arrived).await;
+    }
+
+    /// AlterShareGroupOffsets: starts the share-partition again at `offset`
+    /// (clamped to the log's start and end) with a new state epoch; every
+    /// record state is forgotten, acquired ones included. The caller checks
+    /// that the group has no members. Returns once durable.
+    pub async fn alter_start_offset(&self, offset: i64) -> Result<(), ErrorCode> {
+        let log = self.usable()?;
+        if offset < 0 {
+            return Err(ErrorCode::InvalidRequest);
+        }
+        let offset = offset.max(self.partition.log.log_start_offset()).min(self.partition.log.log_end_offset());
+        let record = {
+            let mut state = self.state.borrow_mut();
+            let epoch = state.state_epoch().saturating_add(1);
+            *state = ShareState::new(epoch, offset);
+            drop(state);
+            ShareRecord::Snapshot(self.snapshot_record())
+        };
+        self.changes.notify();
+        log.write(record).await
+    }
+
+    /// DeleteShareGroupOffsets (and the group's deletion): the state is
+    /// removed durably; a later use initializes it again by
+    /// `share.auto.offset.reset`. This handle is dead afterwards.
+    pub async fn delete(&self) -> Result<(), ErrorCode> {
+        let log = self.usable()?;
+        self.deleted.set(true);
+        log.remove_group(&self.group_id);
+        self.changes.notify();
+        log.write(ShareRecord::Deleted { group: self.group_id.to_string() }).await
+    }
+
+    /// Marks the handle dead (its partition's log closed or removed).
+    pub(crate) fn retire(&self) {
+        self.deleted.set(true);
+        self.changes.notify();
+    }
+}
+
+/// Each fetched batch's offsets and kind, with its byte range in `records`.
+/// read_committed (`aborted` is `Some`): a transactional batch of a
+/// producer whose aborted transaction started at or before it, and has not
+/// yet met that producer's marker, is Aborted (Kafka's consumer rule).
+fn classify(records: &Bytes, aborted: Option<&[AbortedTxn]>) -> Vec<(BatchInfo, usize, usize)> {
+    let mut pending: Vec<AbortedTxn> = aborted.map(<[AbortedTxn]>::to_vec).unwrap_or_default();
+    pending.sort_by_key(|txn| std::cmp::Reverse(txn.first_offset));
+    let mut aborted_producers: Vec<i64> = Vec::new();
+    let mut batches = Vec::new();
+    let mut position = 0usize;
+    for batch in record_batch::batches(records.clone(), usize::MAX) {
+        // What the log serves was validated when written; stop at anything else.
+        let Ok(batch) = batch else { break };
+        let (start, end) = (position, position + batch.bytes().len());
+        position = end;
+        while pending.last().is_some_and(|txn| txn.first_offset <= batch.last_offset()) {
+            aborted_producers.push(pending.pop().expect("checked").producer_id);
+        }
+        let kind = if batch.is_control() {
+            // The marker that ended the producer's aborted transaction.
+            aborted_producers.retain(|producer| *producer != batch.producer_id());
+            BatchKind::Control
+        } else if aborted.is_some() && batch.is_transactional() && aborted_producers.contains(&batch.producer_id()) {
+            BatchKind::Aborted
+        } else {
+            BatchKind::Data
+        };
+        let info = BatchInfo { base_offset: batch.base_offset(), last_offset: batch.last_offset(), kind };
+        batches.push((info, start, end));
+    }
+    batches
+}
+
+/// The run of fetched batches from the first to the last holding an
+/// acquired offset (zero-copy; batches between that hold none are kept).
+fn slice_acquired(records: &Bytes, batches: &[(BatchInfo, usize, usize)], acquired: &[AcquiredRange]) -> Option<Bytes> {
+    let (first, last) = (acquired.first()?.first_offset, acquired.last()?.last_offset);
+    let start = batches.iter().find(|(info, _, _)| info.last_offset >= first)?.1;
+    let end = batches.iter().rev().find(|(info, _, _)| info.base_offset <= last)?.2;
+    (start < end).then(|| records.slice(start..end))
+}
