@@ -370,6 +370,8 @@ pub async fn install(shard: &Rc<Shard>, image: Arc<MetadataImage>) -> Result<(),
             }
             _ => {
                 shard.remove_partition(&(partition.topic_id, partition.index));
+                // Its share-state log is in the partition's directory.
+                shard.share.remove_partition(&(partition.topic_id, partition.index)).await;
                 if let Err(err) = partition.log.close().await {
                     tracing::warn!(topic = %partition.topic, partition = partition.index, error = %err, "closing a deleted partition");
                 }

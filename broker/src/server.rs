@@ -208,6 +208,7 @@ async fn run_shard(
     }
     start.phases.opened.fetch_add(1, Ordering::AcqRel);
     if !wait_for_all(&start.phases.opened, shard.count, &start.phases.failed).await {
+        shard.share.close().await;
         close_partitions(&shard).await;
         shard.groups.close().await;
         shard.txn.close().await;
@@ -246,6 +247,8 @@ async fn run_shard(
     }
     start.phases.drained.fetch_add(1, Ordering::AcqRel);
     wait_for_all(&start.phases.drained, shard.count, &AtomicBool::new(false)).await;
+    // Share-state logs live in partition directories: closed first.
+    shard.share.close().await;
     close_partitions(&shard).await;
     shard.groups.close().await;
     shard.txn.close().await;
