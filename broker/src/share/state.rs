@@ -224,6 +224,14 @@ impl ShareState {
         self.end_offset
     }
 
+    /// Bytes the window's runs take on the heap (the `VecDeque`'s
+    /// capacity; an Acquired run's member id is shared with the session).
+    /// At most one run per in-flight record, and in-flight records are
+    /// bounded by `group.share.partition.max.record.locks`: so is this.
+    pub fn memory_bytes(&self) -> usize {
+        self.runs.capacity() * std::mem::size_of::<Run>()
+    }
+
     /// Records in the window, whatever their state: what
     /// `group.share.partition.max.record.locks` bounds.
     pub fn in_flight(&self) -> i64 {
@@ -792,6 +800,28 @@ mod tests {
         let from = state.first_available_offset().unwrap_or(state.end_offset());
         let batches: Vec<BatchInfo> = log.iter().filter(|b| b.last_offset >= from).copied().collect();
         state.acquire(who, from, &batches, &limits(max_records, 1000)).0
+    }
+
+    #[test]
+    fn memory_per_in_flight_record_is_bounded_in_the_worst_case() {
+        // Proves the memory bound docs/benchmarks.md reports: with every
+        // other record released (the most fragmented window: one run per
+        // record), the runs take at most 48 bytes per in-flight record, and
+        // acquisition never holds more than max_in_flight records.
+        assert!(std::mem::size_of::<Run>() <= 48, "{} bytes per run", std::mem::size_of::<Run>());
+        let mut state = ShareState::new(0, 0);
+        let a = member("a");
+        let log: Vec<BatchInfo> = (0..100).map(|i| data(i * 100, i * 100 + 99)).collect();
+        let acquired = acquire(&mut state, &a, &log, 100_000);
+        assert_eq!(acquired.iter().map(|r| r.last_offset - r.first_offset + 1).sum::<i64>(), 2000, "max_in_flight");
+        let types: Vec<u8> = (0..2000).map(|i| if i % 2 == 0 { 2 } else { 1 }).collect();
+        state.acknowledge("a", &[ack(0, 1999, &types)], LIMIT).unwrap();
+        assert_eq!(state.in_flight(), 2000, "the leading released record keeps the start at 0");
+        let per_record = state.memory_bytes() as f64 / state.in_flight() as f64;
+        assert!(
+            per_record <= 2.0 * 48.0,
+            "{per_record:.1} bytes per in-flight record (VecDeque growth at most doubles)"
+        );
     }
 
     #[test]
