@@ -256,19 +256,21 @@ fn a_silent_member_is_evicted_after_its_session_timeout() {
 }
 
 #[test]
-fn membership_survives_sigterm_and_kill_9() {
-    // Proves share group membership is durable: after a clean stop and
-    // after a kill -9 the members, their epochs and assignments are
-    // described as before, and a member heartbeating at its old epoch is
-    // accepted (not fenced) with the same partitions.
+fn membership_survives_sigterm_kill_9_and_a_new_shard_count() {
+    // Proves share group membership is durable: after a clean stop, after
+    // a kill -9, and after a restart with another shard count (the group
+    // handed to its new coordinator shard, its GROUP configs with it) the
+    // members, their epochs and assignments are described as before, and a
+    // member heartbeating at its old epoch is accepted (not fenced) with
+    // the same partitions.
     let (mut broker, _config) = start_broker();
     create_topic(&broker, "durable", 3, &[]);
     let mut members =
         vec![Member::join(&broker, "lasting", &["durable"]), Member::join(&broker, "lasting", &["durable"])];
     settle(&broker, "lasting", &mut members, |members| members.iter().map(|m| m.assigned.len()).sum::<usize>() == 3);
-    for kill in [false, true] {
+    for round in ["sigterm", "kill -9", "3 shards"] {
         let before = describe(&broker, "lasting");
-        if kill {
+        if round == "kill -9" {
             // An answer that waits for the group log (a GROUP config is
             // answered once durable) is placed after the membership record
             // of the heartbeats before it, so both are durable now.
@@ -276,6 +278,11 @@ fn membership_survives_sigterm_and_kill_9() {
             assert_eq!(incremental_alter_configs(&broker, RESOURCE_GROUP, "lasting", &ops).0, 0);
             broker.kill9();
         } else {
+            if round == "3 shards" {
+                // "lasting" is coordinated by shard 0 of 2 and shard 2 of 3
+                // (CRC32C mod the count): its records must be handed over.
+                broker.set_shards(3);
+            }
             assert!(broker.stop());
         }
         broker.restart();
@@ -293,7 +300,11 @@ fn membership_survives_sigterm_and_kill_9() {
             members.sort();
             members
         };
-        assert_eq!(epochs(&after), epochs(&before), "kill -9: {kill}");
+        assert_eq!(epochs(&after), epochs(&before), "after {round}");
+        let (_, configs) = group_configs(&broker, "lasting");
+        if round != "sigterm" {
+            assert_eq!(value_of(&configs, "share.delivery.count.limit"), ("4".into(), 8), "after {round}");
+        }
         for member in &mut members {
             let assigned = member.assigned.clone();
             member.beat(&broker, "lasting");
