@@ -415,6 +415,7 @@ impl FileConfig {
             }
             let given = match value {
                 Value::Integer(number) => GroupValue::Integer(*number),
+                Value::Boolean(flag) => GroupValue::Boolean(*flag),
                 Value::String(text) => match parse_size(text) {
                     Some(bytes) if name.ends_with(".bytes") => GroupValue::Integer(bytes.min(i64::MAX as u64) as i64),
                     _ => GroupValue::Text(text),

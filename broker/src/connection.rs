@@ -76,7 +76,8 @@ async fn read_requests(
         while let Some(frame) = decoder.decode(&mut buf).map_err(|err| err.to_string())? {
             let request = protocol::decode_request(frame).map_err(|err| err.to_string())?;
             if request.api_key != ApiKey::ApiVersions {
-                protocol::api::check_supported(request.api_key, request.api_version())
+                let share_groups = shard.config.groups.share_enable;
+                protocol::api::check_advertised(request.api_key, request.api_version(), share_groups)
                     .map_err(|err| err.to_string())?;
             }
             let (correlation_id, api_key, api_version) =

@@ -110,6 +110,8 @@ pub enum ConfigSource {
     /// Set dynamically as the cluster-wide default, on BROKER resource ``
     /// (DYNAMIC_DEFAULT_BROKER_CONFIG).
     DynamicDefaultBroker = 7,
+    /// Set on a GROUP resource (DYNAMIC_GROUP_CONFIG, KIP-848).
+    DynamicGroup = 8,
 }
 
 impl ConfigSource {

@@ -1,6 +1,6 @@
 //! Group administration on a coordinator shard, as Kafka's group
 //! coordinator answers it: ListGroups, DescribeGroups, DeleteGroups and
-//! OffsetDelete. Deletions are written to the group log (GroupDeleted,
+//! OffsetDelete, for classic, consumer-protocol and share groups. Deletions are written to the group log (GroupDeleted,
 //! OffsetDeleted) and answered once durable, like commits.
 
 use std::rc::Rc;
@@ -67,6 +67,17 @@ pub fn list(shard: &Shard, states: &[String], types: &[String]) -> Vec<ListedGro
             group_type: group.group_type,
         });
     listed.extend(consumer_groups);
+    let shares = shard.groups.share_groups();
+    let share_groups = shares
+        .values()
+        .filter(|group| admitted(states, group.state()) && admitted(types, super::share::GROUP_TYPE))
+        .map(|group| ListedGroup {
+            group_id: group.id().to_owned(),
+            protocol_type: super::share::PROTOCOL_TYPE.to_owned(),
+            state: group.state(),
+            group_type: super::share::GROUP_TYPE,
+        });
+    listed.extend(share_groups);
     listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     listed
 }
@@ -102,6 +113,16 @@ pub struct DescribedGroup {
 /// consumer-protocol group is not described there: it is Dead, with
 /// GROUP_ID_NOT_FOUND from v6 (clients use ConsumerGroupDescribe).
 pub fn describe(shard: &Shard, group_id: &str, version: i16) -> Option<DescribedGroup> {
+    if shard.groups.share_groups().contains_key(group_id) {
+        // Kafka answers a share group as it does a consumer-protocol one.
+        let not_found = version >= DESCRIBE_GROUPS_NOT_FOUND_VERSION_MIN;
+        return Some(DescribedGroup {
+            error_code: if not_found { ErrorCode::GroupIdNotFound.code() } else { 0 },
+            error_message: not_found.then(|| format!("Group {group_id} is not a classic group.")),
+            state: STATE_DEAD.to_owned(),
+            ..Default::default()
+        });
+    }
     if let Some(group) = shard.groups.consumer_groups().get(group_id) {
         let classic = group.classic_describe(version);
         let error_message = (classic.error_code != 0).then(|| format!("Group {group_id} is not a classic group."));
@@ -141,6 +162,29 @@ pub fn describe(shard: &Shard, group_id: &str, version: i16) -> Option<Described
 /// The group is gone at once; the answer comes once its tombstone is
 /// durable, and only then are its offsets dropped.
 pub async fn delete_group(shard: &Rc<Shard>, group_id: &str) -> Step<i16> {
+    if let Some(deletable) = shard.groups.with_share(group_id, |group| group.check_deletable()) {
+        if let Err(code) = deletable {
+            return Step::Now(code.code());
+        }
+        shard.groups.remove_share(group_id);
+        let records = vec![GroupRecord::GroupDeleted { group: group_id.to_owned() }];
+        return match append_durably(shard, records).await {
+            Ok(durable) => {
+                let (reply, answer) = oneshot::channel();
+                let (owner, group) = (shard.clone(), group_id.to_owned());
+                glommio::spawn_local(async move {
+                    let code = durable.await.unwrap_or(ErrorCode::CoordinatorNotAvailable.code());
+                    if code == 0 {
+                        super::share::on_deleted(&owner, &group);
+                    }
+                    let _ = reply.send(code);
+                })
+                .detach();
+                Step::Wait(answer)
+            }
+            Err(code) => Step::Now(code),
+        };
+    }
     if let Some(deletable) = shard.groups.with_consumer(group_id, |group| group.delete()) {
         if let Err(code) = deletable {
             return Step::Now(code.code());
@@ -249,6 +293,7 @@ pub async fn delete_offsets(
 /// Which of `topics` the group is actively subscribed to (see
 /// [`delete_offsets`]); GROUP_ID_NOT_FOUND for an unknown group.
 fn subscribed_among(shard: &Shard, group_id: &str, topics: &[String]) -> Result<Vec<String>, ErrorCode> {
+    shard.groups.refuse_share_group(group_id)?;
     if let Some(group) = shard.groups.consumer_groups().get(group_id) {
         return Ok(topics.iter().filter(|topic| group.is_subscribed_to_topic(topic)).cloned().collect());
     }

@@ -22,6 +22,23 @@ pub const GROUP_KEYS: &[&str] = &[
     "group.consumer.max.heartbeat.interval.ms",
     "group.consumer.max.size",
     "group.consumer.assignors",
+    "group.share.enable",
+    "group.share.session.timeout.ms",
+    "group.share.min.session.timeout.ms",
+    "group.share.max.session.timeout.ms",
+    "group.share.heartbeat.interval.ms",
+    "group.share.min.heartbeat.interval.ms",
+    "group.share.max.heartbeat.interval.ms",
+    "group.share.max.size",
+    "group.share.assignors",
+    "group.share.record.lock.duration.ms",
+    "group.share.min.record.lock.duration.ms",
+    "group.share.max.record.lock.duration.ms",
+    "group.share.delivery.count.limit",
+    "group.share.min.delivery.count.limit",
+    "group.share.max.delivery.count.limit",
+    "group.share.partition.max.record.locks",
+    "group.share.max.share.sessions",
 ];
 
 /// Server-side assignors of the consumer protocol, in Kafka's names.
@@ -63,6 +80,34 @@ pub struct GroupConfig {
     /// Server-side assignors offered; the first is the default
     /// (`group.consumer.assignors`).
     pub consumer_assignors: Vec<String>,
+    /// Whether the share group APIs are advertised and served
+    /// (`group.share.enable`, Kafka 4.0/4.1's early-access switch; false).
+    pub share_enable: bool,
+    /// Share group (KIP-932) members: session timeout and heartbeat
+    /// interval given to members, and the bounds of a group's
+    /// `share.session.timeout.ms` / `share.heartbeat.interval.ms`.
+    pub share_session_timeout_ms: i32,
+    pub share_session_timeout_ms_min: i32,
+    pub share_session_timeout_ms_max: i32,
+    pub share_heartbeat_interval_ms: i32,
+    pub share_heartbeat_interval_ms_min: i32,
+    pub share_heartbeat_interval_ms_max: i32,
+    /// Members of one share group (`group.share.max.size`).
+    pub share_group_size_max: usize,
+    /// How long a share consumer holds an acquired record, and the bounds
+    /// of a group's `share.record.lock.duration.ms`.
+    pub share_record_lock_duration_ms: i32,
+    pub share_record_lock_duration_ms_min: i32,
+    pub share_record_lock_duration_ms_max: i32,
+    /// Deliveries of a record before it is archived, and the bounds of a
+    /// group's `share.delivery.count.limit`.
+    pub share_delivery_count_limit: i32,
+    pub share_delivery_count_limit_min: i32,
+    pub share_delivery_count_limit_max: i32,
+    /// Records one share partition holds acquired at most.
+    pub share_partition_max_record_locks: i32,
+    /// Share sessions (ShareFetch) per broker.
+    pub share_sessions_max: i32,
 }
 
 impl Default for GroupConfig {
@@ -84,6 +129,22 @@ impl Default for GroupConfig {
             consumer_heartbeat_interval_ms_max: 15_000,
             consumer_group_size_max: i32::MAX as usize,
             consumer_assignors: ASSIGNORS.iter().map(|name| name.to_string()).collect(),
+            share_enable: false,
+            share_session_timeout_ms: 45_000,
+            share_session_timeout_ms_min: 45_000,
+            share_session_timeout_ms_max: 60_000,
+            share_heartbeat_interval_ms: 5_000,
+            share_heartbeat_interval_ms_min: 5_000,
+            share_heartbeat_interval_ms_max: 15_000,
+            share_group_size_max: 200,
+            share_record_lock_duration_ms: 30_000,
+            share_record_lock_duration_ms_min: 15_000,
+            share_record_lock_duration_ms_max: 60_000,
+            share_delivery_count_limit: 5,
+            share_delivery_count_limit_min: 2,
+            share_delivery_count_limit_max: 10,
+            share_partition_max_record_locks: 2000,
+            share_sessions_max: 2000,
         }
     }
 }
@@ -92,6 +153,7 @@ impl Default for GroupConfig {
 pub enum GroupValue<'a> {
     Integer(i64),
     Text(&'a str),
+    Boolean(bool),
 }
 
 impl GroupConfig {
@@ -102,6 +164,8 @@ impl GroupConfig {
             _ => Err(format!("an integer between {low} and {high}")),
         };
         let milliseconds = |low: i64| integer(low, i32::MAX as i64).map(|n| n as i32);
+        // Kafka's ConfigDef ranges of the share keys.
+        let ranged = |low: i64, high: i64| integer(low, high).map(|n| n as i32);
         match key {
             "group.min.session.timeout.ms" => self.session_timeout_ms_min = milliseconds(1)?,
             "group.max.session.timeout.ms" => self.session_timeout_ms_max = milliseconds(1)?,
@@ -131,6 +195,31 @@ impl GroupConfig {
                 }
                 self.consumer_assignors = names;
             }
+            "group.share.enable" => match value {
+                GroupValue::Boolean(flag) => self.share_enable = flag,
+                _ => return Err("true or false".into()),
+            },
+            "group.share.session.timeout.ms" => self.share_session_timeout_ms = milliseconds(1)?,
+            "group.share.min.session.timeout.ms" => self.share_session_timeout_ms_min = milliseconds(1)?,
+            "group.share.max.session.timeout.ms" => self.share_session_timeout_ms_max = milliseconds(1)?,
+            "group.share.heartbeat.interval.ms" => self.share_heartbeat_interval_ms = milliseconds(1)?,
+            "group.share.min.heartbeat.interval.ms" => self.share_heartbeat_interval_ms_min = milliseconds(1)?,
+            "group.share.max.heartbeat.interval.ms" => self.share_heartbeat_interval_ms_max = milliseconds(1)?,
+            "group.share.max.size" => self.share_group_size_max = integer(1, 1000)? as usize,
+            "group.share.assignors" => match value {
+                GroupValue::Text(text) if text.trim() == super::share::ASSIGNOR_NAME => {}
+                _ => return Err(format!("\"{}\" (the only share group assignor)", super::share::ASSIGNOR_NAME)),
+            },
+            "group.share.record.lock.duration.ms" => self.share_record_lock_duration_ms = ranged(1000, 3_600_000)?,
+            "group.share.min.record.lock.duration.ms" => self.share_record_lock_duration_ms_min = ranged(1000, 30_000)?,
+            "group.share.max.record.lock.duration.ms" => {
+                self.share_record_lock_duration_ms_max = ranged(30_000, 3_600_000)?
+            }
+            "group.share.delivery.count.limit" => self.share_delivery_count_limit = ranged(2, 10)?,
+            "group.share.min.delivery.count.limit" => self.share_delivery_count_limit_min = ranged(2, 5)?,
+            "group.share.max.delivery.count.limit" => self.share_delivery_count_limit_max = ranged(5, 25)?,
+            "group.share.partition.max.record.locks" => self.share_partition_max_record_locks = ranged(100, 10_000)?,
+            "group.share.max.share.sessions" => self.share_sessions_max = ranged(1, i32::MAX as i64)?,
             _ => return Err(format!("one of the [groups] keys ({})", GROUP_KEYS.join(", "))),
         }
         Ok(())
@@ -174,7 +263,38 @@ impl GroupConfig {
                 self.consumer_heartbeat_interval_ms_max,
             ),
         ];
-        for (key, low, high) in ordered {
+        let share = [
+            ("group.share.min.session.timeout.ms", self.share_session_timeout_ms_min, self.share_session_timeout_ms),
+            ("group.share.session.timeout.ms", self.share_session_timeout_ms, self.share_session_timeout_ms_max),
+            (
+                "group.share.min.heartbeat.interval.ms",
+                self.share_heartbeat_interval_ms_min,
+                self.share_heartbeat_interval_ms,
+            ),
+            (
+                "group.share.heartbeat.interval.ms",
+                self.share_heartbeat_interval_ms,
+                self.share_heartbeat_interval_ms_max,
+            ),
+            (
+                "group.share.min.record.lock.duration.ms",
+                self.share_record_lock_duration_ms_min,
+                self.share_record_lock_duration_ms,
+            ),
+            (
+                "group.share.record.lock.duration.ms",
+                self.share_record_lock_duration_ms,
+                self.share_record_lock_duration_ms_max,
+            ),
+            (
+                "group.share.min.delivery.count.limit",
+                self.share_delivery_count_limit_min,
+                self.share_delivery_count_limit,
+            ),
+            ("group.share.delivery.count.limit", self.share_delivery_count_limit, self.share_delivery_count_limit_max),
+            ("group.share.max.size", self.share_group_size_max as i32, self.share_sessions_max),
+        ];
+        for (key, low, high) in ordered.into_iter().chain(share) {
             if low > high {
                 return Err(format!("{key} ({low}) is above its upper bound ({high})"));
             }
@@ -185,6 +305,24 @@ impl GroupConfig {
                 self.consumer_heartbeat_interval_ms, self.consumer_session_timeout_ms
             ));
         }
+        if self.share_heartbeat_interval_ms >= self.share_session_timeout_ms {
+            return Err(format!(
+                "group.share.heartbeat.interval.ms ({}) must be below group.share.session.timeout.ms ({})",
+                self.share_heartbeat_interval_ms, self.share_session_timeout_ms
+            ));
+        }
         Ok(())
+    }
+
+    /// What one share group's heartbeats need: its session timeout and
+    /// heartbeat interval (its GROUP configs over these settings) and the
+    /// size limit.
+    pub fn share_limits(&self, configs: &std::collections::BTreeMap<String, String>) -> super::share::ShareLimits {
+        let settings = super::share_config::settings(self, configs);
+        super::share::ShareLimits {
+            session_timeout_ms: settings.session_timeout_ms,
+            heartbeat_interval_ms: settings.heartbeat_interval_ms,
+            max_size: self.share_group_size_max.min(u32::MAX as usize) as u32,
+        }
     }
 }

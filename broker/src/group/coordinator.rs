@@ -41,6 +41,7 @@ use super::consumer::{self, ConsumerGroup, ConsumerGroupConfig, HeartbeatError, 
 use super::log_v1;
 use super::offsets::{Committed, OffsetStore, TopicPartition};
 use super::records::{self, GroupRecord};
+use super::share::{self, MemberGoneListener, ShareGroup, ShareHeartbeatRequest, ShareHeartbeatResponse};
 use crate::event::Event;
 use crate::internal_log::{self, InternalLog, OnDurable, SNAPSHOT_PAYLOAD_BYTES_MAX};
 use crate::shard::Shard;
@@ -59,10 +60,16 @@ pub struct GroupCoordinator {
     pub config: GroupConfig,
     /// What consumer-protocol groups need of `config`.
     pub consumer_config: ConsumerGroupConfig,
-    /// A group id names a classic group or a consumer-protocol group, never
-    /// both at once.
+    /// A group id names a classic group, a consumer-protocol group or a
+    /// share group, never two at once.
     classic: RefCell<HashMap<String, ClassicGroup>>,
     consumer: RefCell<HashMap<String, ConsumerGroup>>,
+    share: RefCell<HashMap<String, ShareGroup>>,
+    /// GROUP configs by group id, whether or not a group has the id
+    /// (`share_config`); never an empty map.
+    group_configs: RefCell<HashMap<String, BTreeMap<String, String>>>,
+    /// Told of every share member that leaves or is evicted.
+    share_member_gone: RefCell<Vec<MemberGoneListener>>,
     offsets: RefCell<OffsetStore>,
     log: RefCell<Option<Rc<InternalLog>>>,
     /// Groups whose membership record must be written.
@@ -123,6 +130,9 @@ impl GroupCoordinator {
             config,
             classic: RefCell::new(HashMap::new()),
             consumer: RefCell::new(HashMap::new()),
+            share: RefCell::new(HashMap::new()),
+            group_configs: RefCell::new(HashMap::new()),
+            share_member_gone: RefCell::new(Vec::new()),
             offsets: RefCell::new(OffsetStore::default()),
             log: RefCell::new(None),
             dirty: RefCell::new(BTreeSet::new()),
@@ -204,6 +214,8 @@ impl GroupCoordinator {
         let now = Instant::now();
         let mut groups = self.classic.borrow_mut();
         let mut consumers = self.consumer.borrow_mut();
+        let mut shares = self.share.borrow_mut();
+        let mut configs = self.group_configs.borrow_mut();
         let mut store = self.offsets.borrow_mut();
         for mut record in records {
             if let Some(sequence) = record.sequence_mut() {
@@ -222,19 +234,30 @@ impl GroupCoordinator {
                     let group = ConsumerGroup::restore(snapshot, now).map_err(|err| format!("group log: {err}"))?;
                     consumers.insert(group_id, group);
                 }
+                GroupRecord::ShareGroup(snapshot) => {
+                    let group = ShareGroup::restore(snapshot, now).map_err(|err| format!("group log: {err}"))?;
+                    shares.insert(group_id, group);
+                }
+                GroupRecord::GroupConfig { configs: values, .. } => {
+                    if values.is_empty() {
+                        configs.remove(&group_id);
+                    } else {
+                        configs.insert(group_id, values);
+                    }
+                }
                 record => {
                     store.apply(&record);
                     // A group known only by its offsets (simple commits,
                     // transactional ones): an empty classic group, as Kafka
                     // loads it.
-                    if !consumers.contains_key(&group_id) {
+                    if !consumers.contains_key(&group_id) && !shares.contains_key(&group_id) {
                         groups.entry(group_id.clone()).or_insert_with(|| ClassicGroup::new(group_id));
                     }
                 }
             }
         }
-        if !groups.is_empty() || !consumers.is_empty() {
-            tracing::info!(classic = groups.len(), consumer = consumers.len(), "loaded groups");
+        if !groups.is_empty() || !consumers.is_empty() || !shares.is_empty() {
+            tracing::info!(classic = groups.len(), consumer = consumers.len(), share = shares.len(), "loaded groups");
         }
         Ok(())
     }
@@ -285,9 +308,10 @@ impl GroupCoordinator {
             GroupRecord::TxnProducer { producer_id, producer_epoch, .. } => {
                 self.offsets.borrow().pending.producer(*producer_id).is_none_or(|seen| seen.epoch < *producer_epoch)
             }
-            GroupRecord::ClassicGroup(_) | GroupRecord::ConsumerGroup(_) => {
+            GroupRecord::ClassicGroup(_) | GroupRecord::ConsumerGroup(_) | GroupRecord::ShareGroup(_) => {
                 record.group().is_some_and(|group| !self.exists(group))
             }
+            GroupRecord::GroupConfig { group, .. } => !self.group_configs.borrow().contains_key(group),
             _ => false,
         }
     }
@@ -349,9 +373,22 @@ impl GroupCoordinator {
         self.offsets.borrow()
     }
 
-    /// Whether a group of either protocol has this id.
+    /// Whether a group of any protocol has this id.
     pub fn exists(&self, group_id: &str) -> bool {
-        self.classic.borrow().contains_key(group_id) || self.consumer.borrow().contains_key(group_id)
+        self.classic.borrow().contains_key(group_id)
+            || self.consumer.borrow().contains_key(group_id)
+            || self.share.borrow().contains_key(group_id)
+    }
+
+    /// Kafka's answer to the offset APIs (OffsetCommit, TxnOffsetCommit,
+    /// OffsetFetch, OffsetDelete) for a share group: GROUP_ID_NOT_FOUND
+    /// ("Group ... is not a consumer group."), since share groups keep no
+    /// committed offsets.
+    pub fn refuse_share_group(&self, group_id: &str) -> Result<(), ErrorCode> {
+        if self.share.borrow().contains_key(group_id) {
+            return Err(ErrorCode::GroupIdNotFound);
+        }
+        Ok(())
     }
 
     /// Kafka's rules for who may commit to `group_id`: a simple commit
@@ -368,6 +405,7 @@ impl GroupCoordinator {
         api_version: i16,
         now: Instant,
     ) -> Result<(), ErrorCode> {
+        self.refuse_share_group(group_id)?;
         if let Some(group) = self.consumer.borrow().get(group_id) {
             return group.validate_offset_commit(member_id, generation_id, api_version, false);
         }
@@ -444,6 +482,7 @@ impl GroupCoordinator {
         group_instance_id: Option<&str>,
         generation_id: i32,
     ) -> Result<(), ErrorCode> {
+        self.refuse_share_group(group_id)?;
         if let Some(group) = self.consumer.borrow().get(group_id) {
             return group.validate_offset_commit(member_id, generation_id, 0, true).map_err(|code| match code {
                 ErrorCode::StaleMemberEpoch => ErrorCode::IllegalGeneration,
@@ -475,6 +514,7 @@ impl GroupCoordinator {
     /// current. Fetches for classic groups, and without a member, need no
     /// check.
     pub fn validate_fetch(&self, group_id: &str, member_id: Option<&str>, member_epoch: i32) -> Result<(), ErrorCode> {
+        self.refuse_share_group(group_id)?;
         match self.consumer.borrow().get(group_id) {
             Some(group) => group.validate_offset_fetch(member_id, member_epoch),
             None => Ok(()),
@@ -484,8 +524,12 @@ impl GroupCoordinator {
     /// Makes `group_id` free for a classic JoinGroup: a consumer-protocol
     /// group of that id is removed if it has no members, and refuses the
     /// join with INCONSISTENT_GROUP_PROTOCOL while it has (Stele converts
-    /// no live group between protocols).
+    /// no live group between protocols); a share group refuses it always,
+    /// as in Kafka.
     pub fn claim_for_classic(&self, group_id: &str) -> Result<(), ErrorCode> {
+        if self.share.borrow().contains_key(group_id) {
+            return Err(ErrorCode::InconsistentGroupProtocol);
+        }
         let mut consumers = self.consumer.borrow_mut();
         match consumers.get(group_id) {
             Some(group) if !group.is_empty() => Err(ErrorCode::InconsistentGroupProtocol),
@@ -509,6 +553,10 @@ impl GroupCoordinator {
         group_id: &str,
     ) -> Result<HeartbeatResponse, HeartbeatError> {
         consumer::validate_request(group_id, &request, &self.consumer_config)?;
+        if self.share.borrow().contains_key(group_id) {
+            let message = format!("Group {group_id} is not a consumer group.");
+            return Err(HeartbeatError { code: ErrorCode::GroupIdNotFound, message });
+        }
         let created = !self.consumer.borrow().contains_key(group_id);
         if created {
             let not_found = |message: String| HeartbeatError { code: ErrorCode::GroupIdNotFound, message };
@@ -536,6 +584,135 @@ impl GroupCoordinator {
             self.consumer.borrow_mut().remove(group_id);
         }
         result
+    }
+
+    /// ShareGroupHeartbeat on this coordinator (Kafka's
+    /// `shareGroupHeartbeat`): a group is created only by a joining member
+    /// (epoch 0; "Share group ... not found." otherwise); an id held by a
+    /// classic or consumer group, even an empty one, is GROUP_ID_NOT_FOUND
+    /// ("Group ... is not a share group."). A member that left is told to
+    /// the member-gone listeners.
+    pub fn share_heartbeat(
+        &self,
+        image: &crate::metadata::MetadataImage,
+        request: ShareHeartbeatRequest,
+        group_id: &str,
+    ) -> Result<ShareHeartbeatResponse, HeartbeatError> {
+        share::validate_request(group_id, &request)?;
+        let not_found = |message: String| HeartbeatError { code: ErrorCode::GroupIdNotFound, message };
+        if self.classic.borrow().contains_key(group_id) || self.consumer.borrow().contains_key(group_id) {
+            return Err(not_found(format!("Group {group_id} is not a share group.")));
+        }
+        let created = !self.share.borrow().contains_key(group_id);
+        if created {
+            if request.member_epoch != share::JOIN_GROUP_MEMBER_EPOCH {
+                return Err(not_found(format!("Share group {group_id} not found.")));
+            }
+            self.share.borrow_mut().insert(group_id.to_owned(), ShareGroup::new(group_id.to_owned()));
+        }
+        let limits = self.config.share_limits(&self.group_configs(group_id));
+        let result = self
+            .with_share(group_id, |group| group.heartbeat(&request, image, &limits, Instant::now()))
+            .expect("the group exists");
+        if result.is_err() && created {
+            self.share.borrow_mut().remove(group_id);
+        }
+        if result.is_ok() && request.member_epoch == share::LEAVE_GROUP_MEMBER_EPOCH {
+            self.share_member_gone(group_id, &request.member_id, share::GoneReason::Left);
+        }
+        result
+    }
+
+    /// Runs `f` on the share group; afterwards writes the group's record
+    /// if `f` changed what it persists.
+    pub fn with_share<R>(&self, group_id: &str, f: impl FnOnce(&mut ShareGroup) -> R) -> Option<R> {
+        let mut groups = self.share.borrow_mut();
+        let group = groups.get_mut(group_id)?;
+        let before = group.change_count();
+        let result = f(group);
+        if group.change_count() != before {
+            self.mark_dirty(group_id);
+        }
+        Some(result)
+    }
+
+    /// The share groups, for reading.
+    pub fn share_groups(&self) -> std::cell::Ref<'_, HashMap<String, ShareGroup>> {
+        self.share.borrow()
+    }
+
+    /// Removes a share group from memory (it is being deleted).
+    pub fn remove_share(&self, group_id: &str) -> Option<ShareGroup> {
+        self.share.borrow_mut().remove(group_id)
+    }
+
+    /// Registers `listener` to be told of every share member that leaves
+    /// (heartbeat with epoch -1) or is evicted (session timeout) on this
+    /// shard's groups; see [`share::ShareMemberGone`]. Listeners run on
+    /// this shard, in registration order, after the change.
+    pub fn add_share_member_gone_listener(&self, listener: MemberGoneListener) {
+        self.share_member_gone.borrow_mut().push(listener);
+    }
+
+    fn share_member_gone(&self, group_id: &str, member_id: &str, reason: share::GoneReason) {
+        let gone = share::ShareMemberGone { group_id: group_id.to_owned(), member_id: member_id.to_owned(), reason };
+        let listeners: Vec<MemberGoneListener> = self.share_member_gone.borrow().clone();
+        for listener in listeners {
+            listener(&gone);
+        }
+    }
+
+    /// `group_id`'s GROUP configs (empty when none is set).
+    pub fn group_configs(&self, group_id: &str) -> BTreeMap<String, String> {
+        self.group_configs.borrow().get(group_id).cloned().unwrap_or_default()
+    }
+
+    /// Replaces `group_id`'s GROUP configs (validated by the caller) and
+    /// writes them to the group log. They apply at once, so that a later
+    /// change starts from them; the receiver gives `true` once they are
+    /// durable, `false` if the write failed (the change is then undone
+    /// unless another replaced it meanwhile). The record is encoded at its
+    /// turn in the log, so it states the configs as they are at its place.
+    pub async fn set_group_configs(
+        shard: &Rc<Shard>,
+        group_id: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<oneshot::Receiver<bool>, engine::EngineError> {
+        let log = shard.groups.log()?;
+        let previous = {
+            let mut all = shard.groups.group_configs.borrow_mut();
+            let previous = all.get(group_id).cloned();
+            if configs.is_empty() {
+                all.remove(group_id);
+            } else {
+                all.insert(group_id.to_owned(), configs.clone());
+            }
+            previous
+        };
+        let (reply, answer) = oneshot::channel();
+        let owner = shard.clone();
+        let group = group_id.to_owned();
+        let on_durable: OnDurable = Box::new(move |outcome| {
+            if let Err(reason) = &outcome {
+                tracing::error!(shard = owner.id, group = %group, reason, "GROUP configs could not be made durable");
+                let mut all = owner.groups.group_configs.borrow_mut();
+                if all.get(&group).cloned().unwrap_or_default() == configs {
+                    match previous {
+                        Some(previous) => all.insert(group.clone(), previous),
+                        None => all.remove(&group),
+                    };
+                }
+            }
+            let _ = reply.send(outcome.is_ok());
+        });
+        let reader = shard.clone();
+        let key = group_id.to_owned();
+        let encode = move || {
+            let configs = reader.groups.group_configs(&key);
+            records::encode_batch(&[GroupRecord::GroupConfig { group: key, configs }])
+        };
+        log.append(encode, on_durable).await.map(|_| ())?;
+        Ok(answer)
     }
 
     /// Runs `f` on the consumer-protocol group; afterwards writes the
@@ -608,6 +785,9 @@ impl GroupCoordinator {
         if let Some(group) = self.classic.borrow().get(group_id) {
             return Some(GroupRecord::ClassicGroup(group.record()));
         }
+        if let Some(group) = self.share.borrow().get(group_id) {
+            return Some(GroupRecord::ShareGroup(group.snapshot()));
+        }
         self.consumer.borrow().get(group_id).map(|group| GroupRecord::ConsumerGroup(group.snapshot()))
     }
 
@@ -619,12 +799,17 @@ impl GroupCoordinator {
         let store = self.offsets.borrow();
         let mut ids: BTreeSet<String> = self.classic.borrow().keys().cloned().collect();
         ids.extend(self.consumer.borrow().keys().cloned());
+        ids.extend(self.share.borrow().keys().cloned());
+        ids.extend(self.group_configs.borrow().keys().cloned());
         ids.extend(store.group_ids());
         let mut payloads = Vec::new();
         let mut pending = Vec::new();
         let mut pending_bytes = 0usize;
         let groups = ids.into_iter().map(|id| {
             let mut records: Vec<GroupRecord> = self.membership_record(&id).into_iter().collect();
+            if let Some(configs) = self.group_configs.borrow().get(&id) {
+                records.push(GroupRecord::GroupConfig { group: id.clone(), configs: configs.clone() });
+            }
             records.extend(store.records_of(&id));
             records
         });
@@ -705,7 +890,7 @@ impl GroupCoordinator {
                     return;
                 }
             }
-            GroupCoordinator::expire_sessions(&shard);
+            GroupCoordinator::expire_sessions(&shard, Instant::now());
             if retention_checked.elapsed() >= retention_check_interval {
                 retention_checked = Instant::now();
                 GroupCoordinator::expire_offsets(&shard).await;
@@ -721,13 +906,25 @@ impl GroupCoordinator {
         }
     }
 
-    fn expire_sessions(shard: &Rc<Shard>) {
-        let now = Instant::now();
+    /// Removes the members of every group whose session (or rebalance)
+    /// timed out by `now`; departed share members are told to the
+    /// listeners.
+    pub(crate) fn expire_sessions(shard: &Rc<Shard>, now: Instant) {
         let consumer_ids: Vec<String> = shard.groups.consumer.borrow().keys().cloned().collect();
         for id in consumer_ids {
             let expired = shard.groups.with_consumer(&id, |group| group.expire(now)).unwrap_or_default();
             if !expired.is_empty() {
                 tracing::info!(shard = shard.id, group = %id, members = ?expired, "consumer group session or rebalance timeout: members removed");
+            }
+        }
+        let share_ids: Vec<String> = shard.groups.share.borrow().keys().cloned().collect();
+        for id in share_ids {
+            let expired = shard.groups.with_share(&id, |group| group.expire(now)).unwrap_or_default();
+            if !expired.is_empty() {
+                tracing::info!(shard = shard.id, group = %id, members = ?expired, "share group session timeout: members removed");
+            }
+            for member_id in expired {
+                shard.groups.share_member_gone(&id, &member_id, share::GoneReason::SessionTimeout);
             }
         }
         let ids: Vec<String> = shard.groups.classic.borrow().keys().cloned().collect();
@@ -981,6 +1178,28 @@ fn estimated_bytes(record: &GroupRecord) -> usize {
             let members: usize = group.members.iter().map(|m| 128 + m.member_id.len() + partitions(m)).sum();
             64 + group.group_id.len() + 40 * group.subscription_metadata.len() + members
         }
+        GroupRecord::ShareGroup(group) => {
+            let partitions = |topics: &super::assignor::TopicPartitions| {
+                topics.values().map(|set| 20 + 4 * set.len()).sum::<usize>()
+            };
+            let members: usize = group
+                .members
+                .iter()
+                .map(|m| {
+                    let names: usize = m.subscribed_topic_names.iter().map(|name| 8 + name.len()).sum();
+                    96 + m.member_id.len()
+                        + m.client_id.len()
+                        + m.client_host.len()
+                        + names
+                        + partitions(&m.assigned_partitions)
+                        + partitions(&m.target_partitions)
+                })
+                .sum();
+            64 + group.group_id.len() + 40 * group.subscription_metadata.len() + members
+        }
+        GroupRecord::GroupConfig { group, configs } => {
+            32 + group.len() + configs.iter().map(|(name, value)| 16 + name.len() + value.len()).sum::<usize>()
+        }
         _ => 64,
     }
 }
@@ -990,6 +1209,8 @@ fn estimated_bytes(record: &GroupRecord) -> usize {
 struct Replayed {
     classic: HashMap<String, super::records::ClassicGroupRecord>,
     consumer: HashMap<String, consumer::ConsumerGroupSnapshot>,
+    share: HashMap<String, share::ShareGroupSnapshot>,
+    group_configs: HashMap<String, BTreeMap<String, String>>,
     offsets: OffsetStore,
 }
 
@@ -999,15 +1220,21 @@ impl Replayed {
     /// reading the log) and to every shard receiving groups, since their
     /// pending offsets and later transactional commits may be anywhere.
     fn by_owner(self, shards: usize, reader: usize) -> ByOwner {
-        let Replayed { mut classic, mut consumer, offsets } = self;
+        let Replayed { mut classic, mut consumer, mut share, mut group_configs, offsets } = self;
         let mut ids: BTreeSet<String> = classic.keys().cloned().collect();
         ids.extend(consumer.keys().cloned());
+        ids.extend(share.keys().cloned());
+        ids.extend(group_configs.keys().cloned());
         ids.extend(offsets.group_ids());
         let mut by_owner = ByOwner::new();
         for id in ids {
             let records = by_owner.entry(super::coordinator_shard(&id, shards)).or_default();
             records.extend(classic.remove(&id).map(GroupRecord::ClassicGroup));
             records.extend(consumer.remove(&id).map(GroupRecord::ConsumerGroup));
+            records.extend(share.remove(&id).map(GroupRecord::ShareGroup));
+            records.extend(
+                group_configs.remove(&id).map(|configs| GroupRecord::GroupConfig { group: id.clone(), configs }),
+            );
             records.extend(offsets.records_of(&id));
         }
         let producers = offsets.pending.producer_records();
@@ -1023,18 +1250,34 @@ impl Replayed {
     fn apply(&mut self, record: GroupRecord) {
         match record {
             // A group id names one group at a time: the latest record of
-            // either protocol replaces the other's.
+            // any protocol replaces the others'.
             GroupRecord::ClassicGroup(group) => {
                 self.consumer.remove(&group.group);
+                self.share.remove(&group.group);
                 self.classic.insert(group.group.clone(), group);
             }
             GroupRecord::ConsumerGroup(group) => {
                 self.classic.remove(&group.group_id);
+                self.share.remove(&group.group_id);
                 self.consumer.insert(group.group_id.clone(), group);
+            }
+            GroupRecord::ShareGroup(group) => {
+                self.classic.remove(&group.group_id);
+                self.consumer.remove(&group.group_id);
+                self.share.insert(group.group_id.clone(), group);
+            }
+            // GROUP configs outlive the group (GroupDeleted leaves them).
+            GroupRecord::GroupConfig { group, configs } => {
+                if configs.is_empty() {
+                    self.group_configs.remove(&group);
+                } else {
+                    self.group_configs.insert(group, configs);
+                }
             }
             GroupRecord::GroupDeleted { group } => {
                 self.classic.remove(&group);
                 self.consumer.remove(&group);
+                self.share.remove(&group);
                 self.offsets.apply(&GroupRecord::GroupDeleted { group });
             }
             offsets => self.offsets.apply(&offsets),

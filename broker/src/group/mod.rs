@@ -10,6 +10,9 @@
 //!   heartbeat, leave).
 //! - [`consumer`]: one consumer-protocol (KIP-848) group's state machine;
 //!   [`assignor`]: its server-side assignors, `uniform` and `range`.
+//! - [`share`]: one share group's (KIP-932) membership state machine, its
+//!   `simple` assignor, and the API the share fetch path uses;
+//!   [`share_config`]: share groups' GROUP configs.
 //! - [`admin`]: ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
 //! - [`offsets`]: committed offsets; OffsetCommit/OffsetFetch on a
 //!   coordinator.
@@ -31,6 +34,8 @@ pub mod log_v1;
 pub mod offsets;
 pub mod records;
 mod schema;
+pub mod share;
+pub mod share_config;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod txn_offsets;

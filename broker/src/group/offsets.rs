@@ -134,7 +134,10 @@ impl OffsetStore {
                 self.pending.remove_group(group);
                 self.groups.remove(group);
             }
-            GroupRecord::ClassicGroup(_) | GroupRecord::ConsumerGroup(_) => {}
+            GroupRecord::ClassicGroup(_)
+            | GroupRecord::ConsumerGroup(_)
+            | GroupRecord::ShareGroup(_)
+            | GroupRecord::GroupConfig { .. } => {}
         }
     }
 

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::assignor::TopicPartitions;
 use super::consumer::{ConsumerGroupSnapshot, ConsumerMemberSnapshot, MemberState};
 use super::schema::{self, record_type, RecordRef};
+use super::share::{ShareGroupSnapshot, ShareMemberSnapshot};
 
 /// One change to a shard's group state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +49,13 @@ pub enum GroupRecord {
     /// The last epoch this log saw of a producer, written by snapshots so
     /// that fencing outlives compaction.
     TxnProducer { producer_id: i64, producer_epoch: i16, timestamp_ms: i64 },
+    /// A share group's (KIP-932) epochs, subscriptions and members with
+    /// their assignments.
+    ShareGroup(ShareGroupSnapshot),
+    /// A group id's GROUP configs (`share.*`), all of them; empty when the
+    /// last one was deleted. Independent of the group's membership: kept
+    /// across GroupDeleted, as in Kafka.
+    GroupConfig { group: String, configs: std::collections::BTreeMap<String, String> },
 }
 
 impl GroupRecord {
@@ -61,6 +69,8 @@ impl GroupRecord {
             GroupRecord::OffsetDeleted { group, .. } | GroupRecord::GroupDeleted { group } => Some(group),
             GroupRecord::ClassicGroup(record) => Some(&record.group),
             GroupRecord::ConsumerGroup(snapshot) => Some(&snapshot.group_id),
+            GroupRecord::ShareGroup(snapshot) => Some(&snapshot.group_id),
+            GroupRecord::GroupConfig { group, .. } => Some(group),
             GroupRecord::TxnCompleted { .. } | GroupRecord::TxnProducer { .. } => None,
         }
     }
@@ -191,6 +201,10 @@ fn encode_record(builder: &mut FlatBufferBuilder, record: &GroupRecord) -> (u8, 
         }
         GroupRecord::ClassicGroup(group) => (record_type::CLASSIC_GROUP, encode_classic(builder, group)),
         GroupRecord::ConsumerGroup(group) => (record_type::CONSUMER_GROUP, encode_consumer(builder, group)),
+        GroupRecord::ShareGroup(group) => (record_type::SHARE_GROUP, encode_share(builder, group)),
+        GroupRecord::GroupConfig { group, configs } => {
+            (record_type::GROUP_CONFIG, encode_group_config(builder, group, configs))
+        }
         GroupRecord::GroupDeleted { group } => {
             let group = builder.create_string(group);
             let table = builder.start_table();
@@ -335,11 +349,26 @@ fn encode_consumer_member(builder: &mut FlatBufferBuilder, member: &ConsumerMemb
 }
 
 fn encode_consumer(builder: &mut FlatBufferBuilder, group: &ConsumerGroupSnapshot) -> Table {
-    use schema::{ConsumerGroup, TopicMetadata};
+    use schema::ConsumerGroup;
     let members: Vec<Table> = group.members.iter().map(|member| encode_consumer_member(builder, member)).collect();
     let members = builder.create_vector(&members);
-    let topics: Vec<Table> = group
-        .subscription_metadata
+    let topics = encode_topic_metadata(builder, &group.subscription_metadata);
+    let name = builder.create_string(&group.group_id);
+    let table = builder.start_table();
+    builder.push_slot_always(ConsumerGroup::VT_GROUP, name);
+    builder.push_slot_always::<i32>(ConsumerGroup::VT_GROUP_EPOCH, group.group_epoch);
+    builder.push_slot_always::<i32>(ConsumerGroup::VT_ASSIGNMENT_EPOCH, group.assignment_epoch);
+    builder.push_slot_always(ConsumerGroup::VT_SUBSCRIPTION_METADATA, topics);
+    builder.push_slot_always(ConsumerGroup::VT_MEMBERS, members);
+    builder.end_table(table)
+}
+
+fn encode_topic_metadata<'b>(
+    builder: &mut FlatBufferBuilder<'b>,
+    metadata: &std::collections::BTreeMap<String, (Uuid, i32)>,
+) -> TableVector<'b> {
+    use schema::TopicMetadata;
+    let topics: Vec<Table> = metadata
         .iter()
         .map(|(name, (topic_id, partitions))| {
             let name = builder.create_string(name);
@@ -351,14 +380,72 @@ fn encode_consumer(builder: &mut FlatBufferBuilder, group: &ConsumerGroupSnapsho
             builder.end_table(table)
         })
         .collect();
-    let topics = builder.create_vector(&topics);
+    builder.create_vector(&topics)
+}
+
+fn encode_share_member(builder: &mut FlatBufferBuilder, member: &ShareMemberSnapshot) -> Table {
+    use schema::ShareMember as M;
+    let member_id = builder.create_string(&member.member_id);
+    let rack_id = optional(builder, &member.rack_id);
+    let client_id = builder.create_string(&member.client_id);
+    let client_host = builder.create_string(&member.client_host);
+    let names: Vec<_> = member.subscribed_topic_names.iter().map(|name| builder.create_string(name)).collect();
+    let names = builder.create_vector(&names);
+    let assigned = encode_topic_partitions(builder, &member.assigned_partitions);
+    let target = encode_topic_partitions(builder, &member.target_partitions);
+    let table = builder.start_table();
+    builder.push_slot_always(M::VT_MEMBER_ID, member_id);
+    if let Some(rack_id) = rack_id {
+        builder.push_slot_always(M::VT_RACK_ID, rack_id);
+    }
+    builder.push_slot_always(M::VT_CLIENT_ID, client_id);
+    builder.push_slot_always(M::VT_CLIENT_HOST, client_host);
+    builder.push_slot_always(M::VT_SUBSCRIBED_TOPIC_NAMES, names);
+    builder.push_slot_always::<i32>(M::VT_MEMBER_EPOCH, member.member_epoch);
+    builder.push_slot_always::<i32>(M::VT_PREVIOUS_MEMBER_EPOCH, member.previous_member_epoch);
+    builder.push_slot_always::<i32>(M::VT_SESSION_TIMEOUT_MS, member.session_timeout_ms);
+    builder.push_slot_always(M::VT_ASSIGNED, assigned);
+    builder.push_slot_always(M::VT_TARGET, target);
+    builder.end_table(table)
+}
+
+fn encode_share(builder: &mut FlatBufferBuilder, group: &ShareGroupSnapshot) -> Table {
+    use schema::ShareGroup;
+    let members: Vec<Table> = group.members.iter().map(|member| encode_share_member(builder, member)).collect();
+    let members = builder.create_vector(&members);
+    let topics = encode_topic_metadata(builder, &group.subscription_metadata);
     let name = builder.create_string(&group.group_id);
     let table = builder.start_table();
-    builder.push_slot_always(ConsumerGroup::VT_GROUP, name);
-    builder.push_slot_always::<i32>(ConsumerGroup::VT_GROUP_EPOCH, group.group_epoch);
-    builder.push_slot_always::<i32>(ConsumerGroup::VT_ASSIGNMENT_EPOCH, group.assignment_epoch);
-    builder.push_slot_always(ConsumerGroup::VT_SUBSCRIPTION_METADATA, topics);
-    builder.push_slot_always(ConsumerGroup::VT_MEMBERS, members);
+    builder.push_slot_always(ShareGroup::VT_GROUP, name);
+    builder.push_slot_always::<i32>(ShareGroup::VT_GROUP_EPOCH, group.group_epoch);
+    builder.push_slot_always::<i32>(ShareGroup::VT_ASSIGNMENT_EPOCH, group.assignment_epoch);
+    builder.push_slot_always(ShareGroup::VT_SUBSCRIPTION_METADATA, topics);
+    builder.push_slot_always(ShareGroup::VT_MEMBERS, members);
+    builder.end_table(table)
+}
+
+fn encode_group_config(
+    builder: &mut FlatBufferBuilder,
+    group: &str,
+    configs: &std::collections::BTreeMap<String, String>,
+) -> Table {
+    use schema::{ConfigValue, GroupConfig};
+    let entries: Vec<Table> = configs
+        .iter()
+        .map(|(name, value)| {
+            let name = builder.create_string(name);
+            let value = builder.create_string(value);
+            let table = builder.start_table();
+            builder.push_slot_always(ConfigValue::VT_NAME, name);
+            builder.push_slot_always(ConfigValue::VT_VALUE, value);
+            builder.end_table(table)
+        })
+        .collect();
+    let entries = builder.create_vector(&entries);
+    let group = builder.create_string(group);
+    let table = builder.start_table();
+    builder.push_slot_always(GroupConfig::VT_GROUP, group);
+    builder.push_slot_always(GroupConfig::VT_CONFIGS, entries);
     builder.end_table(table)
 }
 
@@ -410,6 +497,19 @@ fn decode_record(record: RecordRef<'_>) -> Result<GroupRecord, String> {
         },
         RecordRef::ClassicGroup(t) => GroupRecord::ClassicGroup(decode_classic(t)?),
         RecordRef::ConsumerGroup(t) => GroupRecord::ConsumerGroup(decode_consumer(t)?),
+        RecordRef::ShareGroup(t) => GroupRecord::ShareGroup(decode_share(t)?),
+        RecordRef::GroupConfig(t) => GroupRecord::GroupConfig {
+            group: required(t.group(), "GroupConfig.group")?.to_owned(),
+            configs: t
+                .configs()
+                .into_iter()
+                .flatten()
+                .map(|entry| {
+                    let name = required(entry.name(), "ConfigValue.name")?.to_owned();
+                    Ok((name, required(entry.value(), "ConfigValue.value")?.to_owned()))
+                })
+                .collect::<Result<_, String>>()?,
+        },
         RecordRef::GroupDeleted(t) => {
             GroupRecord::GroupDeleted { group: required(t.group(), "GroupDeleted.group")?.to_owned() }
         }
@@ -488,8 +588,20 @@ fn decode_consumer_member(m: schema::ConsumerMember<'_>) -> Result<ConsumerMembe
 
 fn decode_consumer(t: schema::ConsumerGroup<'_>) -> Result<ConsumerGroupSnapshot, String> {
     let members = t.members().into_iter().flatten().map(decode_consumer_member).collect::<Result<_, String>>()?;
-    let subscription_metadata = t
-        .subscription_metadata()
+    let subscription_metadata = decode_topic_metadata(t.subscription_metadata())?;
+    Ok(ConsumerGroupSnapshot {
+        group_id: required(t.group(), "ConsumerGroup.group")?.to_owned(),
+        group_epoch: required(t.group_epoch(), "ConsumerGroup.group_epoch")?,
+        assignment_epoch: t.assignment_epoch().unwrap_or(0),
+        subscription_metadata,
+        members,
+    })
+}
+
+fn decode_topic_metadata(
+    topics: Option<Vector<'_, ForwardsUOffset<schema::TopicMetadata<'_>>>>,
+) -> Result<std::collections::BTreeMap<String, (Uuid, i32)>, String> {
+    topics
         .into_iter()
         .flatten()
         .map(|topic| {
@@ -497,12 +609,34 @@ fn decode_consumer(t: schema::ConsumerGroup<'_>) -> Result<ConsumerGroupSnapshot
             let topic_id = decode_uuid(topic.topic_id(), "TopicMetadata.topic_id")?;
             Ok((name, (topic_id, topic.partitions().unwrap_or(0))))
         })
+        .collect()
+}
+
+fn decode_share(t: schema::ShareGroup<'_>) -> Result<ShareGroupSnapshot, String> {
+    let members = t
+        .members()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            Ok(ShareMemberSnapshot {
+                member_id: required(m.member_id(), "ShareMember.member_id")?.to_owned(),
+                rack_id: m.rack_id().map(str::to_owned),
+                client_id: m.client_id().unwrap_or_default().to_owned(),
+                client_host: m.client_host().unwrap_or_default().to_owned(),
+                subscribed_topic_names: m.subscribed_topic_names().into_iter().flatten().map(str::to_owned).collect(),
+                member_epoch: required(m.member_epoch(), "ShareMember.member_epoch")?,
+                previous_member_epoch: m.previous_member_epoch().unwrap_or(0),
+                session_timeout_ms: required(m.session_timeout_ms(), "ShareMember.session_timeout_ms")?,
+                assigned_partitions: decode_topic_partitions(m.assigned())?,
+                target_partitions: decode_topic_partitions(m.target())?,
+            })
+        })
         .collect::<Result<_, String>>()?;
-    Ok(ConsumerGroupSnapshot {
-        group_id: required(t.group(), "ConsumerGroup.group")?.to_owned(),
-        group_epoch: required(t.group_epoch(), "ConsumerGroup.group_epoch")?,
+    Ok(ShareGroupSnapshot {
+        group_id: required(t.group(), "ShareGroup.group")?.to_owned(),
+        group_epoch: required(t.group_epoch(), "ShareGroup.group_epoch")?,
         assignment_epoch: t.assignment_epoch().unwrap_or(0),
-        subscription_metadata,
+        subscription_metadata: decode_topic_metadata(t.subscription_metadata())?,
         members,
     })
 }
@@ -610,6 +744,50 @@ mod tests {
             GroupRecord::TxnCompleted { producer_id: 4000, producer_epoch: 3, commit: true, timestamp_ms: 5 },
             GroupRecord::TxnCompleted { producer_id: 4001, producer_epoch: 1, commit: false, timestamp_ms: 6 },
             GroupRecord::TxnProducer { producer_id: 4002, producer_epoch: i16::MAX, timestamp_ms: 7 },
+            GroupRecord::ShareGroup(ShareGroupSnapshot {
+                group_id: "s".into(),
+                group_epoch: 4,
+                assignment_epoch: 4,
+                subscription_metadata: [("a".to_string(), (topic_id, 1))].into(),
+                members: vec![
+                    ShareMemberSnapshot {
+                        member_id: "m1".into(),
+                        rack_id: Some("rack".into()),
+                        client_id: "rdkafka".into(),
+                        client_host: "/127.0.0.1".into(),
+                        subscribed_topic_names: vec!["a".into()],
+                        member_epoch: 4,
+                        previous_member_epoch: 3,
+                        session_timeout_ms: 45_000,
+                        assigned_partitions: [(topic_id, [0].into())].into(),
+                        target_partitions: [(topic_id, [0].into())].into(),
+                    },
+                    ShareMemberSnapshot {
+                        member_id: "m2".into(),
+                        rack_id: None,
+                        client_id: String::new(),
+                        client_host: String::new(),
+                        subscribed_topic_names: vec![],
+                        member_epoch: 2,
+                        previous_member_epoch: 0,
+                        session_timeout_ms: 1,
+                        assigned_partitions: [(topic_id, [0].into())].into(),
+                        target_partitions: TopicPartitions::new(),
+                    },
+                ],
+            }),
+            GroupRecord::ShareGroup(ShareGroupSnapshot {
+                group_id: "empty-share".into(),
+                group_epoch: 7,
+                assignment_epoch: 7,
+                subscription_metadata: Default::default(),
+                members: vec![],
+            }),
+            GroupRecord::GroupConfig {
+                group: "s".into(),
+                configs: [("share.auto.offset.reset".to_string(), "earliest".to_string())].into(),
+            },
+            GroupRecord::GroupConfig { group: "s".into(), configs: Default::default() },
         ]
     }
 

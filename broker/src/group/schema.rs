@@ -92,6 +92,37 @@ table!(ConsumerGroup {
     members / VT_MEMBERS: Tables<'a, ConsumerMember<'a>> = 12,
 });
 
+table!(ShareMember {
+    member_id / VT_MEMBER_ID: Str<'a> = 4,
+    rack_id / VT_RACK_ID: Str<'a> = 6,
+    client_id / VT_CLIENT_ID: Str<'a> = 8,
+    client_host / VT_CLIENT_HOST: Str<'a> = 10,
+    subscribed_topic_names / VT_SUBSCRIBED_TOPIC_NAMES: Strs<'a> = 12,
+    member_epoch / VT_MEMBER_EPOCH: i32 = 14,
+    previous_member_epoch / VT_PREVIOUS_MEMBER_EPOCH: i32 = 16,
+    session_timeout_ms / VT_SESSION_TIMEOUT_MS: i32 = 18,
+    assigned / VT_ASSIGNED: Tables<'a, TopicPartitions<'a>> = 20,
+    target / VT_TARGET: Tables<'a, TopicPartitions<'a>> = 22,
+});
+
+table!(ShareGroup {
+    group / VT_GROUP: Str<'a> = 4,
+    group_epoch / VT_GROUP_EPOCH: i32 = 6,
+    assignment_epoch / VT_ASSIGNMENT_EPOCH: i32 = 8,
+    subscription_metadata / VT_SUBSCRIPTION_METADATA: Tables<'a, TopicMetadata<'a>> = 10,
+    members / VT_MEMBERS: Tables<'a, ShareMember<'a>> = 12,
+});
+
+table!(ConfigValue {
+    name / VT_NAME: Str<'a> = 4,
+    value / VT_VALUE: Str<'a> = 6,
+});
+
+table!(GroupConfig {
+    group / VT_GROUP: Str<'a> = 4,
+    configs / VT_CONFIGS: Tables<'a, ConfigValue<'a>> = 6,
+});
+
 table!(GroupDeleted {
     group / VT_GROUP: Str<'a> = 4,
 });
@@ -139,6 +170,8 @@ pub(crate) mod record_type {
     pub(crate) const TXN_OFFSET_COMMIT: u8 = 6;
     pub(crate) const TXN_COMPLETED: u8 = 7;
     pub(crate) const TXN_PRODUCER: u8 = 8;
+    pub(crate) const SHARE_GROUP: u8 = 9;
+    pub(crate) const GROUP_CONFIG: u8 = 10;
 }
 
 flatbuffer_union!(
@@ -152,6 +185,8 @@ flatbuffer_union!(
         record_type::TXN_OFFSET_COMMIT => TxnOffsetCommit,
         record_type::TXN_COMPLETED => TxnCompleted,
         record_type::TXN_PRODUCER => TxnProducer,
+        record_type::SHARE_GROUP => ShareGroup,
+        record_type::GROUP_CONFIG => GroupConfig,
     }
 );
 

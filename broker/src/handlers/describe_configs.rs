@@ -6,8 +6,11 @@
 //! node's id (every broker setting, the topic defaults with their dynamic
 //! values), or is empty for the cluster-wide dynamic defaults (only the keys
 //! set there, source DYNAMIC_DEFAULT_BROKER_CONFIG); any other id or a
-//! non-number is INVALID_REQUEST; resource types other than TOPIC and BROKER
-//! are INVALID_REQUEST.
+//! non-number is INVALID_REQUEST. A GROUP resource (KIP-848/932) names any
+//! group id, existing or not (empty: INVALID_REQUEST): its share GROUP
+//! configs, each the group's value (DYNAMIC_GROUP_CONFIG) or the broker's
+//! (DEFAULT_CONFIG), read on the id's coordinator shard. Other resource
+//! types are INVALID_REQUEST.
 
 use std::rc::Rc;
 
@@ -18,6 +21,7 @@ use protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use protocol::{ErrorCode, StrBytes};
 
 use super::str_bytes;
+use crate::group::share_config;
 use crate::shard::Shard;
 use crate::topic_config::{self, ConfigEntry, DynamicDefaults};
 
@@ -34,7 +38,12 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: DescribeConfigsReq
         result.resource_name = resource.resource_name.clone();
         // The codec's default is an empty string; Kafka sends null on success.
         result.error_message = None;
-        match entries_for(shard, resource.resource_type, resource.resource_name.as_str()) {
+        let entries = if resource.resource_type == share_config::RESOURCE_GROUP {
+            group_entries(shard, resource.resource_name.as_str()).await
+        } else {
+            entries_for(shard, resource.resource_type, resource.resource_name.as_str())
+        };
+        match entries {
             Ok(entries) => {
                 let wanted = resource.configuration_keys.as_deref();
                 result.configs = entries
@@ -51,6 +60,20 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: DescribeConfigsReq
         response.results.push(result);
     }
     response
+}
+
+/// A GROUP resource's entries, from its coordinator shard.
+async fn group_entries(shard: &Rc<Shard>, name: &str) -> Result<Vec<ConfigEntry>, (ErrorCode, String)> {
+    if name.is_empty() {
+        return Err((ErrorCode::InvalidRequest, "Group name must not be empty".to_owned()));
+    }
+    let group_id = name.to_owned();
+    let target = crate::group::coordinator_shard(&group_id, shard.count);
+    let configs = shard
+        .invoke_on(target, move |owner| async move { owner.groups.group_configs(&group_id) })
+        .await
+        .map_err(|gone| (ErrorCode::CoordinatorNotAvailable, gone.to_string()))?;
+    Ok(share_config::describe(&shard.config.groups, &configs))
 }
 
 /// The entries of one resource, or Kafka's error for it.
@@ -98,7 +121,10 @@ pub fn unsupported_resource(resource_type: i8) -> String {
         32 => "GROUP",
         _ => "unknown",
     };
-    format!("unsupported resource type {resource_type} ({kind}): Stele describes and alters TOPIC (2) and BROKER (4) configs")
+    format!(
+        "unsupported resource type {resource_type} ({kind}): Stele describes and alters TOPIC (2), BROKER (4) and \
+         GROUP (32) configs"
+    )
 }
 
 fn encode(

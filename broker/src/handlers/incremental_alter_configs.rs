@@ -4,7 +4,11 @@
 //! file for a broker), APPEND (2) and SUBTRACT (3) for list-typed keys only
 //! (else INVALID_CONFIG, as in Kafka). The change is applied by the
 //! controller like AlterConfigs, with the same resource rules (see
-//! `alter_configs`).
+//! `alter_configs`). A GROUP resource (32) changes a group id's share
+//! GROUP configs on the id's coordinator shard: the whole new set is
+//! validated against the broker's bounds (`group::share_config`,
+//! INVALID_CONFIG with Kafka's messages), written to the group log and
+//! answered once durable; `validate_only` writes nothing.
 
 use std::rc::Rc;
 
@@ -16,6 +20,7 @@ use std::collections::BTreeMap;
 
 use super::alter_configs::{alter_broker, alter_topic, broker_scope, error_fields};
 use super::describe_configs::{unsupported_resource, RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::group::{share_config, GroupCoordinator};
 use crate::shard::Shard;
 use crate::topic_config::{self, ConfigType, DynamicDefaults};
 
@@ -70,6 +75,9 @@ pub async fn handle(
                     .await
                 }
             },
+            (share_config::RESOURCE_GROUP, Ok(changes)) => {
+                alter_group(shard, name.clone(), validate_only, changes).await
+            }
             (other, Ok(_)) => Err((ErrorCode::InvalidRequest, unsupported_resource(other))),
         };
         let mut result = AlterConfigsResourceResponse::default();
@@ -79,6 +87,45 @@ pub async fn handle(
         response.responses.push(result);
     }
     response
+}
+
+/// Applies `changes` to `group_id`'s GROUP configs on its coordinator
+/// shard, validated as a whole; the answer waits until they are durable.
+async fn alter_group(
+    shard: &Rc<Shard>,
+    group_id: String,
+    validate_only: bool,
+    changes: Vec<Change>,
+) -> Result<(), (ErrorCode, String)> {
+    if group_id.is_empty() {
+        return Err((ErrorCode::InvalidRequest, "Group name must not be empty".to_owned()));
+    }
+    let target = crate::group::coordinator_shard(&group_id, shard.count);
+    let placed = shard
+        .invoke_on(target, move |owner| async move {
+            let mut configs = owner.groups.group_configs(&group_id);
+            // No GROUP config is a list: APPEND/SUBTRACT are INVALID_CONFIG.
+            let string_type = |_: &str| Some(ConfigType::String);
+            apply(&mut configs, &BTreeMap::new(), string_type, changes)?;
+            share_config::validate(&owner.groups.config, &configs)
+                .map_err(|reason| (ErrorCode::InvalidConfig, reason))?;
+            if validate_only {
+                return Ok(None);
+            }
+            GroupCoordinator::set_group_configs(&owner, &group_id, configs)
+                .await
+                .map(Some)
+                .map_err(|err| (ErrorCode::NotCoordinator, format!("writing the group's configs failed: {err}")))
+        })
+        .await
+        .map_err(|gone| (ErrorCode::CoordinatorNotAvailable, gone.to_string()))??;
+    match placed {
+        None => Ok(()),
+        Some(durable) => match durable.await {
+            Ok(true) => Ok(()),
+            _ => Err((ErrorCode::NotCoordinator, "the group's configs could not be made durable".to_owned())),
+        },
+    }
 }
 
 /// One wire entry as an operation (unknown operation or a missing value:

@@ -2,7 +2,8 @@
 //! decoded request to its handler.
 //!
 //! To add an API: write `handlers/<api>.rs`, add its arm to [`handle`], its
-//! row to `protocol::api::SUPPORTED_APIS` and to the table in
+//! row to `protocol::api::SUPPORTED_APIS` (share group APIs:
+//! `SHARE_GROUP_APIS`, advertised only with `group.share.enable`) and to the table in
 //! docs/protocol.md (a test compares the two). An API without a row here is
 //! never advertised, and a request for it closes the connection before it
 //! reaches [`handle`].
@@ -42,6 +43,8 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod share_group_describe;
+mod share_group_heartbeat;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
@@ -109,12 +112,13 @@ pub fn coordinator_reply<T: 'static>(
 }
 
 /// Runs a request's handler. The request's API and version are already
-/// known to be in `protocol::api::SUPPORTED_APIS`; `client_host` is the
+/// known to be advertised (`protocol::api::advertised_apis`, which adds
+/// the share group APIs when `group.share.enable` is set); `client_host` is the
 /// connection's peer ([`Client::host`]).
 pub async fn handle(shard: &Rc<Shard>, client_host: &str, request: Request) -> Reply {
     let version = request.api_version();
     match request.body {
-        RequestKind::ApiVersions(body) => api_versions::handle(version, &body),
+        RequestKind::ApiVersions(body) => api_versions::handle(version, &body, shard.config.groups.share_enable),
         RequestKind::Metadata(body) => Reply::Now(ResponseKind::Metadata(metadata::handle(shard, version, body).await)),
         RequestKind::Produce(body) => produce::handle(shard, version, body).await,
         RequestKind::Fetch(body) => Reply::Now(ResponseKind::Fetch(fetch::handle(shard, version, body).await)),
@@ -197,6 +201,15 @@ pub async fn handle(shard: &Rc<Shard>, client_host: &str, request: Request) -> R
         }
         RequestKind::ConsumerGroupDescribe(body) => {
             Reply::Now(ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(shard, version, body).await))
+        }
+        RequestKind::ShareGroupHeartbeat(body) => {
+            let id = request.header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+            let client = Client { id, host: client_host.to_owned() };
+            let response = share_group_heartbeat::handle(shard, client, body).await;
+            Reply::Now(ResponseKind::ShareGroupHeartbeat(response))
+        }
+        RequestKind::ShareGroupDescribe(body) => {
+            Reply::Now(ResponseKind::ShareGroupDescribe(share_group_describe::handle(shard, body).await))
         }
         RequestKind::OffsetDelete(body) => offset_delete::handle(shard, version, body).await,
         RequestKind::WriteTxnMarkers(body) => {

@@ -6,6 +6,12 @@
 //! handler in `broker/src/handlers/<api>.rs`, and the same row to the table
 //! in `docs/protocol.md` (a test compares the two). A row's range must lie
 //! inside what the `kafka-protocol` codecs can decode (also tested).
+//!
+//! The share group APIs (KIP-932) have their own list, [`SHARE_GROUP_APIS`],
+//! advertised and dispatched only when the broker's `group.share.enable`
+//! is set ([`advertised_apis`], [`check_advertised`]): the switch keeps a
+//! half-built feature from being advertised. ShareFetch, ShareAcknowledge
+//! and the share-offset admin APIs join that list with their handlers.
 
 pub mod api_versions;
 
@@ -105,17 +111,51 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
-/// The versions of `api_key` that the broker implements, if any.
+/// The share group APIs (KIP-932), served only with `group.share.enable`.
+/// v1 is Kafka 4.1+'s (v0 was 4.0's early access, removed since).
+pub const SHARE_GROUP_APIS: &[SupportedApi] = &[
+    // Client-generated member ids; `simple` server-side assignment.
+    api(ApiKey::ShareGroupHeartbeat, 1, 1),
+    api(ApiKey::ShareGroupDescribe, 1, 1),
+];
+
+/// Every API when share groups are enabled: [`SUPPORTED_APIS`] then
+/// [`SHARE_GROUP_APIS`].
+static WITH_SHARE_GROUP_APIS: std::sync::LazyLock<Vec<SupportedApi>> =
+    std::sync::LazyLock::new(|| SUPPORTED_APIS.iter().chain(SHARE_GROUP_APIS).copied().collect());
+
+/// What ApiVersions advertises and the broker dispatches: the share group
+/// APIs only when `share_groups_enabled` (`group.share.enable`).
+pub fn advertised_apis(share_groups_enabled: bool) -> &'static [SupportedApi] {
+    if share_groups_enabled {
+        &WITH_SHARE_GROUP_APIS
+    } else {
+        SUPPORTED_APIS
+    }
+}
+
+/// The versions of `api_key` that the broker implements, if any, with
+/// share groups disabled.
 pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
-    SUPPORTED_APIS
-        .iter()
+    versions_in(SUPPORTED_APIS, api_key)
+}
+
+fn versions_in(apis: &[SupportedApi], api_key: ApiKey) -> Option<VersionRange> {
+    apis.iter()
         .find(|row| row.api_key == api_key)
         .map(|row| VersionRange { min: row.min_version, max: row.max_version })
 }
 
-/// Ok when the broker implements `api_key` at `version`.
+/// Ok when the broker implements `api_key` at `version` (share groups
+/// disabled).
 pub fn check_supported(api_key: ApiKey, version: i16) -> Result<(), DecodeError> {
-    let range = supported_versions(api_key).unwrap_or(VersionRange { min: 0, max: -1 });
+    check_advertised(api_key, version, false)
+}
+
+/// Ok when `api_key` at `version` is in [`advertised_apis`] for that
+/// setting of `group.share.enable`.
+pub fn check_advertised(api_key: ApiKey, version: i16, share_groups_enabled: bool) -> Result<(), DecodeError> {
+    let range = versions_in(advertised_apis(share_groups_enabled), api_key).unwrap_or(VersionRange { min: 0, max: -1 });
     if version < range.min || version > range.max {
         return Err(DecodeError::UnsupportedVersion { api_key, version, min: range.min, max: range.max });
     }
@@ -128,9 +168,11 @@ mod tests {
 
     #[test]
     fn every_row_is_decodable_and_listed_once() {
-        // Proves the table never advertises a version the codecs cannot
-        // decode, and that no API appears twice.
-        for (i, row) in SUPPORTED_APIS.iter().enumerate() {
+        // Proves the tables never advertise a version the codecs cannot
+        // decode, and that no API appears twice, in either list or across.
+        let all = advertised_apis(true);
+        assert_eq!(all.len(), SUPPORTED_APIS.len() + SHARE_GROUP_APIS.len());
+        for (i, row) in all.iter().enumerate() {
             let codec = row.api_key.valid_versions();
             assert!(
                 row.min_version <= row.max_version && codec.min <= row.min_version && row.max_version <= codec.max,
@@ -141,7 +183,7 @@ mod tests {
                 codec.min,
                 codec.max
             );
-            assert!(SUPPORTED_APIS[..i].iter().all(|other| other.api_key != row.api_key), "{:?} twice", row.api_key);
+            assert!(all[..i].iter().all(|other| other.api_key != row.api_key), "{:?} twice", row.api_key);
         }
     }
 
@@ -154,8 +196,21 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(
-            check_supported(ApiKey::ShareGroupHeartbeat, 0),
+            check_supported(ApiKey::ShareGroupHeartbeat, 1),
             Err(DecodeError::UnsupportedVersion { min: 0, max: -1, .. })
         ));
+    }
+
+    #[test]
+    fn share_group_apis_only_with_the_switch() {
+        // Proves group.share.enable decides whether the share group APIs
+        // are advertised and accepted, and that the rest is unchanged.
+        assert_eq!(advertised_apis(false), SUPPORTED_APIS);
+        assert!(check_advertised(ApiKey::ShareGroupHeartbeat, 1, true).is_ok());
+        assert!(check_advertised(ApiKey::ShareGroupDescribe, 1, true).is_ok());
+        assert!(check_advertised(ApiKey::ShareGroupHeartbeat, 0, true).is_err(), "v0 was 4.0's early access");
+        assert!(check_advertised(ApiKey::ShareGroupHeartbeat, 1, false).is_err());
+        assert!(check_advertised(ApiKey::ShareFetch, 1, true).is_err(), "not until its handler exists");
+        assert!(check_advertised(ApiKey::Metadata, 13, true).is_ok());
     }
 }
