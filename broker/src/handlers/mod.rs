@@ -43,11 +43,16 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod share_acknowledge;
+mod share_fetch;
 mod share_group_describe;
 mod share_group_heartbeat;
+pub(crate) mod share_session;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
+
+pub use share_fetch::register_member_gone_listener as register_share_member_gone_listener;
 
 use std::rc::Rc;
 
@@ -210,6 +215,10 @@ pub async fn handle(shard: &Rc<Shard>, client_host: &str, request: Request) -> R
         }
         RequestKind::ShareGroupDescribe(body) => {
             Reply::Now(ResponseKind::ShareGroupDescribe(share_group_describe::handle(shard, body).await))
+        }
+        RequestKind::ShareFetch(body) => Reply::Now(ResponseKind::ShareFetch(share_fetch::handle(shard, body).await)),
+        RequestKind::ShareAcknowledge(body) => {
+            Reply::Now(ResponseKind::ShareAcknowledge(share_acknowledge::handle(shard, body).await))
         }
         RequestKind::OffsetDelete(body) => offset_delete::handle(shard, version, body).await,
         RequestKind::WriteTxnMarkers(body) => {
