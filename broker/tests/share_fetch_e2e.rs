@@ -229,3 +229,96 @@ fn long_poll_answers_when_records_arrive() {
     assert_eq!(polled.error_code, 0);
     assert_eq!(acquired(&polled), vec![(0, 0, 1)]);
 }
+
+fn describe_start_offset(s: &Setup, topic: &str) -> (i16, i64) {
+    let mut wanted_topic = describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestTopic::default();
+    wanted_topic.topic_name = TopicName(StrBytes::from_string(topic.into()));
+    wanted_topic.partitions = vec![0];
+    let mut group = describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup::default();
+    group.group_id = GroupId(StrBytes::from_string(s.group.clone()));
+    group.topics = Some(vec![wanted_topic]);
+    let mut request = DescribeShareGroupOffsetsRequest::default();
+    request.groups = vec![group];
+    match raw_call(&s.broker, ApiKey::DescribeShareGroupOffsets, 0, RequestKind::DescribeShareGroupOffsets(request)) {
+        ResponseKind::DescribeShareGroupOffsets(response) => {
+            let group = &response.groups[0];
+            assert_eq!(group.error_code, 0, "{:?}", group.error_message);
+            let partition = &group.topics[0].partitions[0];
+            (partition.error_code, partition.start_offset)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn alter_start_offset(s: &Setup, topic: &str, offset: i64) -> i16 {
+    let mut partition = alter_share_group_offsets_request::AlterShareGroupOffsetsRequestPartition::default();
+    partition.partition_index = 0;
+    partition.start_offset = offset;
+    let mut wanted = alter_share_group_offsets_request::AlterShareGroupOffsetsRequestTopic::default();
+    wanted.topic_name = TopicName(StrBytes::from_string(topic.into()));
+    wanted.partitions = vec![partition];
+    let mut request = AlterShareGroupOffsetsRequest::default();
+    request.group_id = GroupId(StrBytes::from_string(s.group.clone()));
+    request.topics = vec![wanted];
+    match raw_call(&s.broker, ApiKey::AlterShareGroupOffsets, 0, RequestKind::AlterShareGroupOffsets(request)) {
+        ResponseKind::AlterShareGroupOffsets(response) => {
+            if response.error_code != 0 {
+                return response.error_code;
+            }
+            response.responses[0].partitions[0].error_code
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn delete_offsets(s: &Setup, topic: &str) -> i16 {
+    let mut wanted = delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic::default();
+    wanted.topic_name = TopicName(StrBytes::from_string(topic.into()));
+    let mut request = DeleteShareGroupOffsetsRequest::default();
+    request.group_id = GroupId(StrBytes::from_string(s.group.clone()));
+    request.topics = vec![wanted];
+    match raw_call(&s.broker, ApiKey::DeleteShareGroupOffsets, 0, RequestKind::DeleteShareGroupOffsets(request)) {
+        ResponseKind::DeleteShareGroupOffsets(response) => {
+            if response.error_code != 0 {
+                return response.error_code;
+            }
+            response.responses[0].error_code
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn leave(s: &Setup) {
+    let mut heartbeat = ShareGroupHeartbeatRequest::default();
+    heartbeat.group_id = GroupId(StrBytes::from_string(s.group.clone()));
+    heartbeat.member_id = StrBytes::from_string(s.member.clone());
+    heartbeat.member_epoch = -1;
+    let ResponseKind::ShareGroupHeartbeat(answer) =
+        raw_call(&s.broker, ApiKey::ShareGroupHeartbeat, 1, RequestKind::ShareGroupHeartbeat(heartbeat))
+    else {
+        panic!("not a heartbeat answer")
+    };
+    assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+}
+
+#[test]
+fn share_group_offsets_describe_alter_delete() {
+    // Proves the admin APIs: the start offset moves past accepted records;
+    // alter and delete are NON_EMPTY_GROUP while a member is in the group
+    // and work once it left; delete leaves no state (-1).
+    const NON_EMPTY_GROUP: i16 = 68;
+    let s = setup("share-admin", 4);
+    let opened = share_fetch(&s, &s.member, 0, vec![], 5000);
+    assert_eq!(acquired(&opened), vec![(0, 3, 1)]);
+    let accepted = share_fetch(&s, &s.member, 1, vec![batch(0, 3, 1)], 0);
+    assert_eq!(partition_of(&accepted).acknowledge_error_code, 0);
+    assert_eq!(describe_start_offset(&s, "share-admin"), (0, 4));
+    assert_eq!(alter_start_offset(&s, "share-admin", 1), NON_EMPTY_GROUP);
+    assert_eq!(delete_offsets(&s, "share-admin"), NON_EMPTY_GROUP);
+    leave(&s);
+    assert_eq!(alter_start_offset(&s, "share-admin", 1), 0);
+    assert_eq!(describe_start_offset(&s, "share-admin"), (0, 1));
+    assert_eq!(delete_offsets(&s, "share-admin"), 0);
+    assert_eq!(describe_start_offset(&s, "share-admin"), (0, -1));
+    assert_eq!(delete_offsets(&s, "no-such-topic"), 3);
+}

@@ -121,6 +121,12 @@ pub const SHARE_GROUP_APIS: &[SupportedApi] = &[
     // long poll on the session's share-partitions.
     api(ApiKey::ShareFetch, 1, 1),
     api(ApiKey::ShareAcknowledge, 1, 1),
+    // Start offsets per share-partition; alter/delete only for an empty
+    // group. v0: Kafka 4.2's DescribeShareGroupOffsets v1 (lag) is not in
+    // the kafka-protocol 0.18 codecs.
+    api(ApiKey::DescribeShareGroupOffsets, 0, 0),
+    api(ApiKey::AlterShareGroupOffsets, 0, 0),
+    api(ApiKey::DeleteShareGroupOffsets, 0, 0),
 ];
 
 /// Every API when share groups are enabled: [`SUPPORTED_APIS`] then
