@@ -203,6 +203,7 @@ async fn run_shard(
     if let Err(err) = crate::group::GroupCoordinator::start(&shard).await {
         return Err(fail(format!("shard {id}: loading consumer groups: {err}")));
     }
+    crate::handlers::register_share_member_gone_listener(&shard);
     if let Err(err) = crate::txn::TxnCoordinator::start(&shard).await {
         return Err(fail(format!("shard {id}: loading transactions: {err}")));
     }

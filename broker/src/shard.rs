@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::controller::Controller;
 use crate::event::Event;
 use crate::group::GroupCoordinator;
+use crate::handlers::share_session::ShareSessionCache;
 use crate::metadata::MetadataImage;
 use crate::partition::Partition;
 use crate::share::SharePartitions;
@@ -68,6 +69,10 @@ pub struct Shard {
     pub txn: TxnCoordinator,
     /// The share-partitions of the partitions this shard owns (KIP-932).
     pub share: SharePartitions,
+    /// The share sessions (ShareFetch/ShareAcknowledge) of the share groups
+    /// this shard coordinates, bounded by its part of
+    /// `group.share.max.share.sessions`.
+    pub share_sessions: RefCell<ShareSessionCache>,
 }
 
 impl Shard {
@@ -80,6 +85,8 @@ impl Shard {
     ) -> Shard {
         let groups = GroupCoordinator::new(config.groups.clone());
         let txn = TxnCoordinator::new(config.transactions.clone());
+        let shards = senders.nr_consumers().max(1);
+        let share_sessions_max = (config.groups.share_sessions_max.max(1) as usize).div_ceil(shards);
         Shard {
             id: senders.peer_id(),
             count: senders.nr_consumers(),
@@ -94,6 +101,7 @@ impl Shard {
             groups,
             txn,
             share: SharePartitions::default(),
+            share_sessions: RefCell::new(ShareSessionCache::new(share_sessions_max)),
         }
     }
 

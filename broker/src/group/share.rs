@@ -153,11 +153,38 @@ pub fn share_member_assignment(
 }
 
 /// Called once a share group's deletion (DeleteGroups) is durable, on its
-/// coordinator shard. Deliberately does nothing here: the share state of
-/// the group's partitions (record states, start offsets) belongs to the
-/// share-partition part (`crate::share`), which deletes it from this
-/// point when it is wired in.
-pub fn on_deleted(_shard: &Rc<Shard>, _group_id: &str) {}
+/// coordinator shard. The share state of the group's partitions (record
+/// states, start offsets) belongs to the share-partition part
+/// (`crate::share`): its share sessions here are dropped at once, and a
+/// task deletes its share-partitions on every shard, durably
+/// (`SharePartitions::delete_group`). DeleteGroups answers without
+/// waiting for that task; a failure is logged, and the state left behind
+/// is deleted by the group's next deletion.
+// Filled in by the share-fetch branch (the share-partition part's hook).
+pub fn on_deleted(shard: &Rc<Shard>, group_id: &str) {
+    shard.share_sessions.borrow_mut().remove_group(group_id);
+    let (shard, group_id) = (shard.clone(), group_id.to_owned());
+    glommio::spawn_local(async move {
+        let deleting = group_id.clone();
+        let outcome = shard
+            .invoke_on_all(move |owner| {
+                let group_id = deleting.clone();
+                async move { owner.share.delete_group(&owner, &group_id).await }
+            })
+            .await;
+        match outcome {
+            Ok(results) => {
+                for result in results {
+                    if let Err(error) = result {
+                        tracing::warn!(group = %group_id, ?error, "deleting a deleted share group's share-partitions");
+                    }
+                }
+            }
+            Err(gone) => tracing::warn!(group = %group_id, shard = gone.shard, "deleting share-partitions: shard gone"),
+        }
+    })
+    .detach();
+}
 
 /// Kafka's `throwIfShareGroupHeartbeatRequestIsInvalid`: the checks that
 /// need no group state, run before a group is created for a join.

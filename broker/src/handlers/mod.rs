@@ -11,6 +11,7 @@
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
+mod alter_share_group_offsets;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -18,12 +19,14 @@ mod create_partitions;
 mod create_topics;
 mod delete_groups;
 mod delete_records;
+mod delete_share_group_offsets;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
 mod describe_producers;
+mod describe_share_group_offsets;
 mod describe_topic_partitions;
 mod describe_transactions;
 mod end_txn;
@@ -43,11 +46,17 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod share_acknowledge;
+mod share_fetch;
 mod share_group_describe;
 mod share_group_heartbeat;
+mod share_group_offsets;
+pub(crate) mod share_session;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
+
+pub use share_fetch::register_member_gone_listener as register_share_member_gone_listener;
 
 use std::rc::Rc;
 
@@ -210,6 +219,19 @@ pub async fn handle(shard: &Rc<Shard>, client_host: &str, request: Request) -> R
         }
         RequestKind::ShareGroupDescribe(body) => {
             Reply::Now(ResponseKind::ShareGroupDescribe(share_group_describe::handle(shard, body).await))
+        }
+        RequestKind::ShareFetch(body) => Reply::Now(ResponseKind::ShareFetch(share_fetch::handle(shard, body).await)),
+        RequestKind::ShareAcknowledge(body) => {
+            Reply::Now(ResponseKind::ShareAcknowledge(share_acknowledge::handle(shard, body).await))
+        }
+        RequestKind::DescribeShareGroupOffsets(body) => {
+            Reply::Now(ResponseKind::DescribeShareGroupOffsets(describe_share_group_offsets::handle(shard, body).await))
+        }
+        RequestKind::AlterShareGroupOffsets(body) => {
+            Reply::Now(ResponseKind::AlterShareGroupOffsets(alter_share_group_offsets::handle(shard, body).await))
+        }
+        RequestKind::DeleteShareGroupOffsets(body) => {
+            Reply::Now(ResponseKind::DeleteShareGroupOffsets(delete_share_group_offsets::handle(shard, body).await))
         }
         RequestKind::OffsetDelete(body) => offset_delete::handle(shard, version, body).await,
         RequestKind::WriteTxnMarkers(body) => {

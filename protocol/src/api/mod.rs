@@ -117,6 +117,16 @@ pub const SHARE_GROUP_APIS: &[SupportedApi] = &[
     // Client-generated member ids; `simple` server-side assignment.
     api(ApiKey::ShareGroupHeartbeat, 1, 1),
     api(ApiKey::ShareGroupDescribe, 1, 1),
+    // Share sessions keyed by (group, member); piggybacked acknowledgements;
+    // long poll on the session's share-partitions.
+    api(ApiKey::ShareFetch, 1, 1),
+    api(ApiKey::ShareAcknowledge, 1, 1),
+    // Start offsets per share-partition; alter/delete only for an empty
+    // group. v0: Kafka 4.2's DescribeShareGroupOffsets v1 (lag) is not in
+    // the kafka-protocol 0.18 codecs.
+    api(ApiKey::DescribeShareGroupOffsets, 0, 0),
+    api(ApiKey::AlterShareGroupOffsets, 0, 0),
+    api(ApiKey::DeleteShareGroupOffsets, 0, 0),
 ];
 
 /// Every API when share groups are enabled: [`SUPPORTED_APIS`] then
@@ -210,7 +220,9 @@ mod tests {
         assert!(check_advertised(ApiKey::ShareGroupDescribe, 1, true).is_ok());
         assert!(check_advertised(ApiKey::ShareGroupHeartbeat, 0, true).is_err(), "v0 was 4.0's early access");
         assert!(check_advertised(ApiKey::ShareGroupHeartbeat, 1, false).is_err());
-        assert!(check_advertised(ApiKey::ShareFetch, 1, true).is_err(), "not until its handler exists");
+        // ShareFetch/ShareAcknowledge joined with their handlers (share-fetch branch).
+        assert!(check_advertised(ApiKey::ShareFetch, 1, true).is_ok());
+        assert!(check_advertised(ApiKey::ShareAcknowledge, 1, false).is_err());
         assert!(check_advertised(ApiKey::Metadata, 13, true).is_ok());
     }
 }
