@@ -145,11 +145,12 @@ fn api_versions_request() -> ApiVersionsRequest {
 
 #[test]
 fn the_share_apis_are_neither_advertised_nor_served_while_the_switch_is_off() {
-    // Proves group.share.enable (default false): without it ApiVersions
-    // lists neither ShareGroupHeartbeat (76) nor ShareGroupDescribe (77)
-    // and a request for one is refused like any API not advertised (the
-    // connection closes, no answer); with it both are advertised at v1.
-    let off = Broker::start();
+    // Proves group.share.enable: set to false, ApiVersions lists neither
+    // ShareGroupHeartbeat (76) nor ShareGroupDescribe (77) and a request for
+    // one is refused like any API not advertised (the connection closes, no
+    // answer); on, every share API is advertised; and on is the default.
+    let (off_dir, off_config) = config_file("[groups]\n\"group.share.enable\" = false\n");
+    let off = Broker::start_with(2, &["--config", &off_config]);
     let listed: Vec<i16> = api_versions(&off).iter().map(|(key, _, _)| *key).collect();
     assert!(!listed.contains(&76) && !listed.contains(&77), "{listed:?}");
     assert!(listed.contains(&68), "the rest is unchanged");
@@ -173,7 +174,13 @@ fn the_share_apis_are_neither_advertised_nor_served_while_the_switch_is_off() {
     let (on, _config) = start_broker();
     let advertised = api_versions(&on);
     assert!(advertised.contains(&(76, 1, 1)) && advertised.contains(&(77, 1, 1)), "{advertised:?}");
-    assert!(!advertised.iter().any(|(key, _, _)| [78, 79, 90, 91, 92].contains(key)), "not until they exist");
+    for key in [78, 79, 90, 91, 92] {
+        assert!(advertised.iter().any(|(k, _, _)| *k == key), "{key} advertised with the switch on: {advertised:?}");
+    }
+    drop(off_dir);
+    let default = Broker::start();
+    let by_default: Vec<i16> = api_versions(&default).iter().map(|(key, _, _)| *key).collect();
+    assert!(by_default.contains(&76) && by_default.contains(&78), "share groups are on by default: {by_default:?}");
 }
 
 #[test]

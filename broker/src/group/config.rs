@@ -81,7 +81,7 @@ pub struct GroupConfig {
     /// (`group.consumer.assignors`).
     pub consumer_assignors: Vec<String>,
     /// Whether the share group APIs are advertised and served
-    /// (`group.share.enable`, Kafka 4.0/4.1's early-access switch; false).
+    /// (`group.share.enable`, Kafka 4.0/4.1's early-access switch; true).
     pub share_enable: bool,
     /// Share group (KIP-932) members: session timeout and heartbeat
     /// interval given to members, and the bounds of a group's
@@ -129,7 +129,7 @@ impl Default for GroupConfig {
             consumer_heartbeat_interval_ms_max: 15_000,
             consumer_group_size_max: i32::MAX as usize,
             consumer_assignors: ASSIGNORS.iter().map(|name| name.to_string()).collect(),
-            share_enable: false,
+            share_enable: true,
             share_session_timeout_ms: 45_000,
             share_session_timeout_ms_min: 45_000,
             share_session_timeout_ms_max: 60_000,
