@@ -22,6 +22,10 @@ pub enum Workload {
     /// connections: simple commits (generation -1, no member id), each of
     /// --commit-partitions partitions, acknowledged once durable.
     Commit,
+    /// --consumers share consumers (KIP-932) in share group --group, taking
+    /// records from the topic together and accepting each (from the
+    /// earliest offset unless --from latest; stop at --records or --duration).
+    ShareConsume,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,7 +163,7 @@ pub struct Cli {
     /// Commit: connections sending OffsetCommit requests, spread over --cores.
     #[arg(long, default_value_t = 1)]
     pub committers: usize,
-    /// Commit: the group every committer commits for.
+    /// Commit: the group every committer commits for; share-consume: the share group.
     #[arg(long, default_value = "loadgen-commits")]
     pub group: String,
     /// Commit: partitions of the topic in each OffsetCommit request.
@@ -210,9 +214,12 @@ impl Cli {
             return Err("--cores, --in-flight and --partitions must be positive".into());
         }
         let producing = matches!(self.workload, Workload::Produce | Workload::E2e);
-        let consuming = matches!(self.workload, Workload::Consume | Workload::E2e);
+        let consuming = matches!(self.workload, Workload::Consume | Workload::E2e | Workload::ShareConsume);
         if (producing && self.producers == 0) || (consuming && self.consumers == 0) {
             return Err("the workload needs at least one producer and/or consumer".into());
+        }
+        if self.workload == Workload::ShareConsume && (self.group.is_empty() || self.to_end) {
+            return Err("share-consume needs a --group and stops at --records or --duration (not --to-end)".into());
         }
         if self.workload == Workload::Commit {
             if self.committers == 0 || self.commit_partitions == 0 {
@@ -251,13 +258,14 @@ impl Cli {
     pub fn producer_count(&self) -> usize {
         match self.workload {
             Workload::Produce | Workload::E2e => self.producers,
-            Workload::Consume | Workload::Commit => 0,
+            Workload::Consume | Workload::Commit | Workload::ShareConsume => 0,
         }
     }
 
+    /// Consumers, or share consumers for `share-consume`.
     pub fn consumer_count(&self) -> usize {
         match self.workload {
-            Workload::Consume | Workload::E2e => self.consumers,
+            Workload::Consume | Workload::E2e | Workload::ShareConsume => self.consumers,
             Workload::Produce | Workload::Commit => 0,
         }
     }

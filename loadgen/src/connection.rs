@@ -42,6 +42,10 @@ const OUR_MAX_VERSIONS: &[(ApiKey, i16)] = &[
     (ApiKey::InitProducerId, 5),
     (ApiKey::AddPartitionsToTxn, 3),
     (ApiKey::EndTxn, 3),
+    (ApiKey::IncrementalAlterConfigs, 1),
+    (ApiKey::ShareGroupHeartbeat, 1),
+    (ApiKey::ShareFetch, 1),
+    (ApiKey::ShareAcknowledge, 1),
 ];
 
 /// The ApiVersions version asked first; an older broker answers

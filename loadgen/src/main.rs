@@ -7,7 +7,8 @@
 //!   framing, pipelined requests matched by correlation id.
 //! - `cluster`: Metadata discovery, CreateTopics, InitProducerId, ListOffsets.
 //! - `batch`: allocation-free v2 batch building, Kafka's partitioners.
-//! - `producer` / `consumer` / `committer`: the workload tasks;
+//! - `producer` / `consumer` / `committer` / `share_consumer`: the
+//!   workload tasks;
 //!   `transaction`: a transactional producer's control requests.
 //! - `stats`: histograms and counters; `report`: progress lines, the
 //!   summary and the JSON result; `clock`: the stamp clock.
@@ -27,6 +28,7 @@ mod connection;
 mod consumer;
 mod producer;
 mod report;
+mod share_consumer;
 mod stats;
 mod transaction;
 
@@ -142,8 +144,13 @@ async fn run_executor(executor: usize, cli: Arc<Cli>, cluster: Arc<Cluster>, sta
         tasks.push(("producer", glommio::spawn_local(task)));
     }
     for index in (0..cli.consumer_count()).filter(|j| (producers + j) % cli.cores == executor) {
-        let task = consumer::run(cli.clone(), cluster.clone(), stats.clone(), index);
-        tasks.push(("consumer", glommio::spawn_local(task)));
+        if cli.workload == Workload::ShareConsume {
+            let task = share_consumer::run(cli.clone(), cluster.clone(), stats.clone(), index);
+            tasks.push(("share consumer", glommio::spawn_local(task)));
+        } else {
+            let task = consumer::run(cli.clone(), cluster.clone(), stats.clone(), index);
+            tasks.push(("consumer", glommio::spawn_local(task)));
+        }
     }
     for index in (0..cli.committer_count()).filter(|k| k % cli.cores == executor) {
         let task = committer::run(cli.clone(), cluster.clone(), stats.clone(), index);
@@ -165,5 +172,6 @@ pub fn workload_name(workload: Workload) -> &'static str {
         Workload::Consume => "consume",
         Workload::E2e => "e2e",
         Workload::Commit => "commit",
+        Workload::ShareConsume => "share-consume",
     }
 }

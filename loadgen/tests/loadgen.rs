@@ -381,6 +381,48 @@ fn transactional_producers_commit_every_transaction() {
 }
 
 #[test]
+fn share_consumers_take_every_record_once_and_accept_it() {
+    // Proves the share-consume workload: three share consumers of one
+    // partition join the share group, start from the earliest offset (the
+    // group config loadgen sets), and together take the 600 records, each
+    // once; every record was accepted, so the same group finds nothing left
+    // on a second run, while a new group reads them all again.
+    let broker = Broker::start();
+    let produced = broker.run(&["produce", "--topic", "queue", "--partitions", "1", "--records", "600"]);
+    assert_eq!(count(&produced, "messagesProduced"), 600);
+    let shared = broker.run(&[
+        "share-consume",
+        "--topic",
+        "queue",
+        "--group",
+        "q1",
+        "--consumers",
+        "3",
+        "--records",
+        "600",
+        "--fetch-max-wait-ms",
+        "100",
+    ]);
+    assert_eq!(shared["workload"], "share-consume");
+    assert_eq!(count(&shared, "messagesConsumed"), 600, "{shared:#}");
+    assert_eq!(count(&shared, "bytesConsumed"), 600 * 1024);
+    let again = broker.run(&[
+        "share-consume",
+        "--topic",
+        "queue",
+        "--group",
+        "q1",
+        "--duration",
+        "1",
+        "--fetch-max-wait-ms",
+        "100",
+    ]);
+    assert_eq!(count(&again, "messagesConsumed"), 0, "all 600 were accepted: {again:#}");
+    let fresh = broker.run(&["share-consume", "--topic", "queue", "--group", "q2", "--records", "600"]);
+    assert_eq!(count(&fresh, "messagesConsumed"), 600);
+}
+
+#[test]
 fn contradictory_flags_are_refused_before_connecting() {
     // Proves idempotence or transactions without acks=all are usage errors (exit 2).
     let broker = Broker::start();

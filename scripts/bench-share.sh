@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Share-group consumption (issue 8) beside a plain consumer of the same
+# partition, measured in the same run, printed as one table.
+#
+# One broker, one topic with one partition holding RECORDS records of
+# RECORD_SIZE bytes (produced first, acks=all). Then, each reading all
+# RECORDS records once from the earliest offset:
+#  - reference: `stele-loadgen consume` with one consumer: Fetch from the
+#    partition, what the only member of a classic consumer group does (a
+#    classic group adds heartbeats and commits, not fetch work);
+#  - `stele-loadgen share-consume` with SHARE_COUNTS members of a fresh share
+#    group each (group config share.auto.offset.reset=earliest): ShareFetch
+#    with piggybacked ACCEPT acknowledgements, every record acquired by one
+#    member, accepted, and the share state made durable before each answer.
+# Also printed: the broker's resident memory after the share runs.
+#
+#   scripts/bench-share.sh
+#
+# Environment (defaults in brackets):
+#   RECORDS        records in the partition [200000]
+#   RECORD_SIZE    value bytes per record [1024]
+#   SHARE_COUNTS   share consumers per run ["1 4 16"]
+#   BROKER_CPU     core for the broker [0]
+#   CLIENT_CPU     core for loadgen [1]
+#   BENCH_DIR      parent of the fresh run directory [./bench-data]; a real disk
+#   BENCH_PORT     broker port [19392]
+# See docs/benchmarks.md ("Share groups").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+records=${RECORDS:-200000}
+record_size=${RECORD_SIZE:-1024}
+share_counts=${SHARE_COUNTS:-"1 4 16"}
+broker_cpu=${BROKER_CPU:-0}
+client_cpu=${CLIENT_CPU:-1}
+port=${BENCH_PORT:-19392}
+
+say() { echo "bench-share: $*" >&2; }
+
+command -v python3 >/dev/null || { say "python3 is needed for the table"; exit 1; }
+command -v taskset >/dev/null || { say "taskset (util-linux) is needed to pin the processes"; exit 1; }
+
+. "$root/scripts/lib/broker.sh"
+make_run_dir share
+
+say "building stele and stele-loadgen (release)"
+cargo build --release -p stele-broker -p stele-loadgen >&2
+stele="$root/target/release/stele"
+loadgen="$root/target/release/stele-loadgen"
+
+cat >"$run_dir/stele.toml" <<'TOML'
+[groups]
+"group.share.enable" = true
+TOML
+start_broker share "$run_dir/stele.toml"
+bootstrap="127.0.0.1:$port"
+lg() { taskset -c "$client_cpu" "$loadgen" "$@" --bootstrap "$bootstrap" --topic queue --quiet; }
+
+say "producing $records records of $record_size B to one partition"
+lg produce --partitions 1 --records "$records" --record-size "$record_size" --json "$run_dir/produce.json" >&2
+say "reference: one consumer reads the partition"
+lg consume --from earliest --records "$records" --json "$run_dir/consume.json" >&2 || say "reference failed"
+for count in $share_counts; do
+    say "share-consume: $count share consumers"
+    lg share-consume --group "share-bench-$count" --consumers "$count" --records "$records" \
+        --json "$run_dir/share-$count.json" >&2 || say "share-consume with $count consumers failed"
+done
+rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$broker_pid/status")
+stop_broker
+
+python3 - "$run_dir" "$share_counts" "$records" "$record_size" "$broker_cpu" "$client_cpu" "$rss_kib" <<'EOF'
+import json, os, platform, sys
+run_dir, share_counts, records, record_size, broker_cpu, client_cpu, rss_kib = sys.argv[1:]
+
+def load(name):
+    try:
+        return json.load(open(os.path.join(run_dir, name + ".json")))
+    except (OSError, ValueError):
+        return None
+
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; kernel {platform.release()}; load average {load_avg}")
+print(f"broker (one shard) on core {broker_cpu}, loadgen on core {client_cpu}; one partition of {records} records "
+      f"of {record_size} B, each run reads all of them once")
+print()
+head = ["consumers", "records/s", "MiB/s", "seconds", "vs one plain consumer"]
+rows = []
+failed = False
+reference = load("consume")
+ref_rate = reference["aggregatedConsumeRate"] if reference and not reference.get("failures") else None
+def row(label, r):
+    global failed
+    if r is None or r.get("failures") or r["messagesConsumed"] < int(records):
+        failed = True
+        return [label, "FAILED", "-", "-", "-"]
+    rate = r["aggregatedConsumeRate"]
+    return [label, f"{rate:.0f}", f"{r['aggregatedConsumeThroughputBytes'] / 2**20:.1f}", f"{r['durationSeconds']:.2f}",
+            f"{rate / ref_rate:.2f}" if ref_rate else "-"]
+rows.append(row("1 plain consumer (reference)", reference))
+for count in share_counts.split():
+    rows.append(row(f"{count} share consumer{'s' if count != '1' else ''}", load(f"share-{count}")))
+widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+print(line(head))
+print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+for r in rows:
+    print(line(r))
+print()
+print(f"broker resident memory after the share runs: {int(rss_kib) / 1024:.1f} MiB")
+print(f"results: {run_dir}/*.json")
+sys.exit(1 if failed else 0)
+EOF
