@@ -131,6 +131,34 @@ pub struct SharePartition {
     /// The settings of the latest call, for the lock-expiry sweep.
     settings: Cell<ShareSettings>,
     deleted: Cell<bool>,
+    /// Bytes per record in the last read, to size the next one (see
+    /// [`read_bytes`]); 0 before the first.
+    bytes_per_record: Cell<f64>,
+    /// One acquisition reads the log at a time: concurrent ones would read
+    /// the same first available offset and all but one find those records
+    /// taken. Held from choosing the offset to applying the acquisition,
+    /// not across its durable write, so the next read overlaps the fsync.
+    acquiring: glommio::sync::Semaphore,
+}
+
+/// The first read of a share-partition, before its record size is known.
+const FIRST_READ_BYTES: usize = 1 << 20;
+/// The smallest read.
+const READ_BYTES_MIN: usize = 16 << 10;
+
+/// How many bytes an acquisition of `max_records` reads: ShareFetch v1 has
+/// only a request-wide MaxBytes (50 MiB from librdkafka), and the log read
+/// copies what it returns, so reading up to MaxBytes to acquire a few
+/// hundred records spent the broker's time copying data it then dropped.
+/// Twice the records' expected size, from the last read's bytes per
+/// record, within [`READ_BYTES_MIN`] and `max_bytes`.
+fn read_bytes(bytes_per_record: f64, max_records: usize, max_bytes: usize) -> usize {
+    let wanted = if bytes_per_record > 0.0 {
+        (bytes_per_record * max_records as f64 * 2.0).min(usize::MAX as f64) as usize
+    } else {
+        FIRST_READ_BYTES
+    };
+    wanted.max(READ_BYTES_MIN).min(max_bytes.max(1))
 }
 
 impl SharePartition {
@@ -148,6 +176,8 @@ impl SharePartition {
             changes: Changes::default(),
             settings: Cell::new(ShareSettings::default()),
             deleted: Cell::new(false),
+            bytes_per_record: Cell::new(0.0),
+            acquiring: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -271,6 +301,9 @@ impl SharePartition {
         if let Err(error) = self.expire_with(&log, settings.delivery_count_limit, now_ms).await {
             return ShareFetchPartition::error(error);
         }
+        let Ok(turn) = self.acquiring.acquire_permit(1).await else {
+            return ShareFetchPartition::error(ErrorCode::NotLeaderOrFollower);
+        };
         let (fetch_offset, state_epoch) = {
             let state = self.state.borrow();
             let available = state.first_available_offset();
@@ -280,7 +313,8 @@ impl SharePartition {
             }
             (available.unwrap_or(state.end_offset()), state.state_epoch())
         };
-        let fetched = self.partition.fetch(fetch_offset, max_bytes, settings.isolation).await;
+        let read = read_bytes(self.bytes_per_record.get(), max_records, max_bytes);
+        let fetched = self.partition.fetch(fetch_offset, read, settings.isolation).await;
         match fetched.error {
             None => {}
             // The log start passed the offset meanwhile: the next call moves up.
@@ -293,6 +327,10 @@ impl SharePartition {
         let records = fetched.records.clone().unwrap_or_default();
         let batches = classify(&records, fetched.aborted_transactions.as_deref());
         let infos: Vec<BatchInfo> = batches.iter().map(|(info, _, _)| *info).collect();
+        let records_read: i64 = infos.iter().map(|info| info.last_offset - info.base_offset + 1).sum();
+        if records_read > 0 {
+            self.bytes_per_record.set(records.len() as f64 / records_read as f64);
+        }
         let limits = AcquireLimits {
             max_records,
             max_in_flight: settings.partition_max_record_locks,
@@ -306,6 +344,7 @@ impl SharePartition {
             let delta = (!changes.is_empty()).then(|| self.delta(&state, changes));
             (acquired, delta)
         };
+        drop(turn);
         if let Some(delta) = delta {
             if let Err(error) = log.write(delta).await {
                 // The records stay Acquired until their locks lapse.
@@ -515,4 +554,21 @@ fn slice_acquired(records: &Bytes, batches: &[(BatchInfo, usize, usize)], acquir
     let start = batches.iter().find(|(info, _, _)| info.last_offset >= first)?.1;
     let end = batches.iter().rev().find(|(info, _, _)| info.base_offset <= last)?.2;
     (start < end).then(|| records.slice(start..end))
+}
+
+#[cfg(test)]
+mod read_size_tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_sized_by_the_records_wanted_not_the_request_max() {
+        // Proves the acquisition read: 1 MiB before the record size is
+        // known, then twice max_records at the last read's bytes per record,
+        // never below 16 KiB nor above max_bytes.
+        let max = 50 << 20;
+        assert_eq!(read_bytes(0.0, 500, max), 1 << 20);
+        assert_eq!(read_bytes(1100.0, 500, max), 1_100_000);
+        assert_eq!(read_bytes(10.0, 100, max), 16 << 10);
+        assert_eq!(read_bytes(1100.0, 500, 4096), 4096);
+    }
 }
