@@ -193,15 +193,25 @@ async fn run_one(
             return outcome;
         }
     };
+    // The acknowledgement is applied and placed first, the acquisition
+    // after it; the answer waits for both, which share one fdatasync.
+    let mut acknowledged = None;
     if !work.acks.is_empty() {
-        if let Err(refused) = share_partition.acknowledge(member_id, &work.acks, settings, now_ms()).await {
-            outcome.ack_error = Some((refused.error, refused.message));
+        match share_partition.acknowledge_placed(member_id, &work.acks, settings, now_ms()).await {
+            Ok(durable) => acknowledged = Some(durable),
+            Err(refused) => outcome.ack_error = Some((refused.error, refused.message)),
         }
     }
     if work.acquire {
         outcome.fetched = share_partition.acquire(member_id, max_bytes, max_records, settings, now_ms()).await;
     } else {
         outcome.fetched = ShareFetchPartition::default();
+    }
+    if let Some(Err(refused)) = match acknowledged {
+        Some(durable) => Some(durable.await),
+        None => None,
+    } {
+        outcome.ack_error = Some((refused.error, refused.message));
     }
     outcome
 }

@@ -131,6 +131,17 @@ impl ShareStateLog {
     /// handed to the log in the first poll of this future (see the module
     /// docs of `share`): callers await it right after the change it states.
     pub async fn write(self: &Rc<Self>, record: ShareRecord) -> Result<(), ErrorCode> {
+        self.place(record).await?.await
+    }
+
+    /// Appends `record` and returns once it is placed in the log (in call
+    /// order, like [`Self::write`]), with a future that resolves once it is
+    /// durable. A caller that places several records and waits for the last
+    /// one waits for one fdatasync: the log's group commit covers them all.
+    pub async fn place(
+        self: &Rc<Self>,
+        record: ShareRecord,
+    ) -> Result<impl std::future::Future<Output = Result<(), ErrorCode>>, ErrorCode> {
         if let Some(error) = self.unusable() {
             return Err(error);
         }
@@ -139,19 +150,23 @@ impl ShareStateLog {
         let on_durable = Box::new(move |outcome: Result<(), String>| {
             let _ = done.send(outcome);
         });
-        let outcome = match self.log.append(move || payload, on_durable).await {
-            Ok(_) => durable.await.unwrap_or_else(|_| Err("the share-state log dropped the append".into())),
-            Err(err) => Err(err.to_string()),
-        };
-        if let Err(reason) = outcome {
-            if !self.closed.get() {
-                self.failed.set(true);
-                tracing::error!(dir = %self.dir().display(), reason, "share-state write failed; share-partitions of this partition refuse changes until a restart");
+        let placed = self.log.append(move || payload, on_durable).await.map_err(|err| err.to_string());
+        let log = self.clone();
+        Ok(async move {
+            let outcome = match placed {
+                Ok(_) => durable.await.unwrap_or_else(|_| Err("the share-state log dropped the append".into())),
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = outcome {
+                if !log.closed.get() {
+                    log.failed.set(true);
+                    tracing::error!(dir = %log.dir().display(), reason, "share-state write failed; share-partitions of this partition refuse changes until a restart");
+                }
+                return Err(log.unusable().unwrap_or(ErrorCode::KafkaStorageError));
             }
-            return Err(self.unusable().unwrap_or(ErrorCode::KafkaStorageError));
-        }
-        self.compact_if_due();
-        Ok(())
+            log.compact_if_due();
+            Ok(())
+        })
     }
 
     /// Rewrites the live state as a snapshot in the background once enough

@@ -375,6 +375,22 @@ impl SharePartition {
         settings: &ShareSettings,
         now_ms: i64,
     ) -> Result<(), AckError> {
+        self.acknowledge_placed(member_id, batches, settings, now_ms).await?.await
+    }
+
+    /// [`Self::acknowledge`], returning once the change is applied and its
+    /// record placed in the share-state log, with a future that resolves
+    /// once it is durable (to the same result). ShareFetch acknowledges
+    /// this way, acquires, and then waits: both records share one
+    /// fdatasync, and the answer still waits for both.
+    pub async fn acknowledge_placed(
+        &self,
+        member_id: &str,
+        batches: &[AckBatch],
+        settings: &ShareSettings,
+        now_ms: i64,
+    ) -> Result<futures::future::LocalBoxFuture<'static, Result<(), AckError>>, AckError> {
+        use futures::FutureExt;
         self.settings.set(*settings);
         let refused = |error: ErrorCode| AckError { error, batch_index: 0, message: format!("{error:?}") };
         let log = self.usable().map_err(refused)?;
@@ -397,10 +413,18 @@ impl SharePartition {
         if made_available {
             self.changes.notify();
         }
-        if let Some(delta) = delta {
-            log.write(delta).await.map_err(refused)?;
+        let durable = match delta {
+            Some(delta) => Some(log.place(delta).await.map_err(refused)?),
+            None => None,
+        };
+        let outcome = outcome.map(|_| ());
+        Ok(async move {
+            if let Some(durable) = durable {
+                durable.await.map_err(refused)?;
+            }
+            outcome
         }
-        outcome.map(|_| ())
+        .boxed_local())
     }
 
     /// Every record acquired by `member_id` becomes Available again (Archived
