@@ -17,9 +17,10 @@
 #   scripts/bench-share.sh
 #
 # Environment (defaults in brackets):
-#   RECORDS        records in the partition [200000]
+#   RECORDS        records in the partition [1000000]
 #   RECORD_SIZE    value bytes per record [1024]
 #   SHARE_COUNTS   share consumers per run ["1 4 16"]
+#   RECORD_LOCKS   group.share.partition.max.record.locks [2000, Kafka's default]
 #   BROKER_CPU     core for the broker [0]
 #   CLIENT_CPU     core for loadgen [1]
 #   BENCH_DIR      parent of the fresh run directory [./bench-data]; a real disk
@@ -29,9 +30,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-records=${RECORDS:-200000}
+records=${RECORDS:-1000000}
 record_size=${RECORD_SIZE:-1024}
 share_counts=${SHARE_COUNTS:-"1 4 16"}
+record_locks=${RECORD_LOCKS:-2000}
 broker_cpu=${BROKER_CPU:-0}
 client_cpu=${CLIENT_CPU:-1}
 port=${BENCH_PORT:-19392}
@@ -49,9 +51,10 @@ cargo build --release -p stele-broker -p stele-loadgen >&2
 stele="$root/target/release/stele"
 loadgen="$root/target/release/stele-loadgen"
 
-cat >"$run_dir/stele.toml" <<'TOML'
+cat >"$run_dir/stele.toml" <<TOML
 [groups]
 "group.share.enable" = true
+"group.share.partition.max.record.locks" = $record_locks
 TOML
 start_broker share "$run_dir/stele.toml"
 bootstrap="127.0.0.1:$port"
@@ -69,9 +72,9 @@ done
 rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$broker_pid/status")
 stop_broker
 
-python3 - "$run_dir" "$share_counts" "$records" "$record_size" "$broker_cpu" "$client_cpu" "$rss_kib" <<'EOF'
+python3 - "$run_dir" "$share_counts" "$records" "$record_size" "$broker_cpu" "$client_cpu" "$rss_kib" "$record_locks" <<'EOF'
 import json, os, platform, sys
-run_dir, share_counts, records, record_size, broker_cpu, client_cpu, rss_kib = sys.argv[1:]
+run_dir, share_counts, records, record_size, broker_cpu, client_cpu, rss_kib, record_locks = sys.argv[1:]
 
 def load(name):
     try:
@@ -83,7 +86,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
 print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; kernel {platform.release()}; load average {load_avg}")
 print(f"broker (one shard) on core {broker_cpu}, loadgen on core {client_cpu}; one partition of {records} records "
-      f"of {record_size} B, each run reads all of them once")
+      f"of {record_size} B, each run reads all of them once; group.share.partition.max.record.locks {record_locks}")
 print()
 head = ["consumers", "records/s", "MiB/s", "seconds", "vs one plain consumer"]
 rows = []
