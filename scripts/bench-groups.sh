@@ -135,8 +135,10 @@ taskset -c "$client_cpu" "$python" "$root/scripts/bench-groups.py" --bootstrap "
 stop_broker
 
 # --- the table ---------------------------------------------------------------------------
-"$python" - "$run_dir" "$commit_runs" "$seconds" "$warmup" "$broker_cpu" "$client_cpu" <<'EOF'
-import json, os, platform, sys
+STELE_ROOT="$root" "$python" - "$run_dir" "$commit_runs" "$seconds" "$warmup" "$broker_cpu" "$client_cpu" <<'EOF'
+import json, os, sys
+sys.path.insert(0, os.path.join(os.environ["STELE_ROOT"], "scripts", "lib"))
+from bench_table import machine_line, print_table
 run_dir, commit_runs, seconds, warmup, broker_cpu, client_cpu = sys.argv[1:]
 
 def load(name):
@@ -145,9 +147,7 @@ def load(name):
     except (OSError, ValueError):
         return None
 
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; kernel {platform.release()}; load average {load_avg}")
+print(machine_line())
 print(f"broker (one shard) and fio on core {broker_cpu}, loadgen and consumers on core {client_cpu}; "
       f"commit runs {seconds} s after {warmup} s warm-up")
 print()
@@ -196,12 +196,7 @@ for results in (load("rebalance-default.json") or [], load("rebalance-hb500.json
             rows.append([label, settings, f"median {g['join_median_s']:.2f} s",
                          f"{g['join_min_s']:.2f}-{g['join_max_s']:.2f} s over {len(g['join_s'])} joins",
                          reference, f"{g['join_median_s'] * 1000 / g['heartbeat_ms']:.2f} heartbeats"])
-widths = [max(len(str(row[i])) for row in [head] + rows) for i in range(len(head))]
-line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
-print(line(head))
-print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-for row in rows:
-    print(line(row))
+print_table(head, rows)
 print()
 print("Rebalance: time from the 10th consumer's subscribe() to a stable assignment of 100 partitions over 10.")
 print(f"JSON results and broker logs: {run_dir}")

@@ -40,16 +40,9 @@ port=${BENCH_PORT:-19392}
 
 say() { echo "bench-share: $*" >&2; }
 
-command -v python3 >/dev/null || { say "python3 is needed for the table"; exit 1; }
-command -v taskset >/dev/null || { say "taskset (util-linux) is needed to pin the processes"; exit 1; }
-
 . "$root/scripts/lib/broker.sh"
 make_run_dir share
-
-say "building stele and stele-loadgen (release)"
-cargo build --release -p stele-broker -p stele-loadgen >&2
-stele="$root/target/release/stele"
-loadgen="$root/target/release/stele-loadgen"
+build_release
 
 cat >"$run_dir/stele.toml" <<TOML
 [groups]
@@ -72,8 +65,10 @@ done
 rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$broker_pid/status")
 stop_broker
 
-python3 - "$run_dir" "$share_counts" "$records" "$record_size" "$broker_cpu" "$client_cpu" "$rss_kib" "$record_locks" <<'EOF'
-import json, os, platform, sys
+STELE_ROOT="$root" python3 - "$run_dir" "$share_counts" "$records" "$record_size" "$broker_cpu" "$client_cpu" "$rss_kib" "$record_locks" <<'EOF'
+import json, os, sys
+sys.path.insert(0, os.path.join(os.environ["STELE_ROOT"], "scripts", "lib"))
+from bench_table import machine_line, print_table
 run_dir, share_counts, records, record_size, broker_cpu, client_cpu, rss_kib, record_locks = sys.argv[1:]
 
 def load(name):
@@ -82,9 +77,7 @@ def load(name):
     except (OSError, ValueError):
         return None
 
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; kernel {platform.release()}; load average {load_avg}")
+print(machine_line())
 print(f"broker (one shard) on core {broker_cpu}, loadgen on core {client_cpu}; one partition of {records} records "
       f"of {record_size} B, each run reads all of them once; group.share.partition.max.record.locks {record_locks}")
 print()
@@ -104,12 +97,7 @@ def row(label, r):
 rows.append(row("1 plain consumer (reference)", reference))
 for count in share_counts.split():
     rows.append(row(f"{count} share consumer{'s' if count != '1' else ''}", load(f"share-{count}")))
-widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
-print(line(head))
-print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-for r in rows:
-    print(line(r))
+print_table(head, rows)
 print()
 print(f"broker resident memory after the share runs: {int(rss_kib) / 1024:.1f} MiB")
 print(f"results: {run_dir}/*.json")

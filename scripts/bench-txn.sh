@@ -46,16 +46,9 @@ port=${BENCH_PORT:-19292}
 
 say() { echo "bench-txn: $*" >&2; }
 
-command -v python3 >/dev/null || { say "python3 is needed for the table"; exit 1; }
-command -v taskset >/dev/null || { say "taskset (util-linux) is needed to pin the processes"; exit 1; }
-
 . "$root/scripts/lib/broker.sh"
 make_run_dir txn
-
-say "building stele and stele-loadgen (release)"
-cargo build --release -p stele-broker -p stele-loadgen >&2
-stele="$root/target/release/stele"
-loadgen="$root/target/release/stele-loadgen"
+build_release
 
 for producers in $producer_counts; do
     for mode in reference transactional; do
@@ -74,9 +67,11 @@ for producers in $producer_counts; do
     done
 done
 
-python3 - "$run_dir" "$producer_counts" "$txn_records" "$partitions" "$record_size" "$seconds" "$warmup" \
+STELE_ROOT="$root" python3 - "$run_dir" "$producer_counts" "$txn_records" "$partitions" "$record_size" "$seconds" "$warmup" \
     "$broker_cpu" "$client_cpu" <<'EOF'
-import json, os, platform, sys
+import json, os, sys
+sys.path.insert(0, os.path.join(os.environ["STELE_ROOT"], "scripts", "lib"))
+from bench_table import machine_line, print_table
 run_dir, producer_counts, txn_records, partitions, record_size, seconds, warmup, broker_cpu, client_cpu = sys.argv[1:]
 
 def load(name):
@@ -85,9 +80,7 @@ def load(name):
     except (OSError, ValueError):
         return None
 
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; kernel {platform.release()}; load average {load_avg}")
+print(machine_line())
 print(f"broker (one shard) on core {broker_cpu}, loadgen on core {client_cpu}; {partitions} partitions, "
       f"{record_size} B records, acks=all; {seconds} s after {warmup} s warm-up per run")
 print()
@@ -113,12 +106,7 @@ for producers in producer_counts.split():
         f"p50 {ms('aggregatedTransactionLatency50pct')} ms, p99 {ms('aggregatedTransactionLatency99pct')} ms",
         f"{transactional['aggregatedPublishRate'] / reference['aggregatedPublishRate']:.2f}",
     ])
-widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
-print(line(head))
-print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-for r in rows:
-    print(line(r))
+print_table(head, rows)
 print()
 print(f"results: {run_dir}/*.json")
 sys.exit(1 if failed else 0)

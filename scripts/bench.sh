@@ -129,16 +129,17 @@ run_workload w5-e2e-"$e2e_mib_s"mib e2e --partitions 16 --record-size 1024 --ack
     --batch-bytes "$batch_bytes"
 
 # --- the table --------------------------------------------------------------------
-python3 - "$run_dir" "$seconds" "$warmup" "$broker_cpu" "$loadgen_cpu" <<'EOF'
-import glob, json, os, platform, sys
+STELE_ROOT="$root" python3 - "$run_dir" "$seconds" "$warmup" "$broker_cpu" "$loadgen_cpu" <<'EOF'
+import glob, json, os, sys
+sys.path.insert(0, os.path.join(os.environ["STELE_ROOT"], "scripts", "lib"))
+from bench_table import machine_line, print_table
 run_dir, seconds, warmup, broker_cpu, loadgen_cpu = sys.argv[1:]
 MIB = 1024 * 1024
 fio = json.load(open(os.path.join(run_dir, "fio.json")))
 fio_bw = fio["jobs"][0]["write"]["bw_bytes"]
 iperf = json.load(open(os.path.join(run_dir, "iperf3.json")))
 tcp_bw = iperf["end"]["sum_received"]["bits_per_second"] / 8
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-print(f"machine: {platform.node()}, {os.cpu_count()} cores, {cpu}; kernel {platform.release()}")
+print(machine_line(load_average=False))
 print(f"broker on core {broker_cpu}, loadgen on core {loadgen_cpu}; {seconds} s per workload after {warmup} s warm-up")
 print(f"fio sequential O_DIRECT write: {fio_bw / MIB:.0f} MiB/s; iperf3 loopback TCP, one stream: {tcp_bw / MIB:.0f} MiB/s")
 print()
@@ -161,12 +162,7 @@ for path in sorted(glob.glob(os.path.join(run_dir, "w*.json"))):
         label += " FAILED"
     rows.append([label, f"{rate:.0f}", f"{bw / MIB:.1f}", f"{100 * bw / tcp_bw:.0f}%", f"{100 * bw / fio_bw:.0f}%",
                  ms("50pct"), ms("99pct"), ms("999pct"), ms("Max"), rss])
-widths = [max(len(str(row[i])) for row in [head] + rows) for i in range(len(head))]
-line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
-print(line(head))
-print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-for row in rows:
-    print(line(row))
+print_table(head, rows)
 print()
 print("Targets (issue 5): w1 >= 35% of TCP, w2 >= 45% of TCP; w5 p99 <= 5 ms, p99.9 <= 20 ms, nothing above 100 ms.")
 print(f"JSON results: {run_dir}")

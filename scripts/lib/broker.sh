@@ -3,9 +3,21 @@
 # deleted afterwards. The caller sets $root, $stele (the binary),
 # $broker_cpu, $port and a `say` function.
 #
+#   build_release                      # checks python3 and taskset, builds; sets $stele, $loadgen
 #   make_run_dir PREFIX                # sets $run_dir; stops the broker on exit
 #   start_broker NAME [CONFIG_FILE]    # log in $run_dir/stele-NAME.log; sets $broker_pid
 #   stop_broker
+
+# The release broker and loadgen, after checking for what every benchmark
+# needs: taskset to pin the processes, python3 for the table.
+build_release() {
+    command -v python3 >/dev/null || { say "python3 is needed for the table"; exit 1; }
+    command -v taskset >/dev/null || { say "taskset (util-linux) is needed to pin the processes"; exit 1; }
+    say "building stele and stele-loadgen (release)"
+    cargo build --release -p stele-broker -p stele-loadgen >&2
+    stele="$root/target/release/stele"
+    loadgen="$root/target/release/stele-loadgen"
+}
 
 # A fresh $run_dir under $BENCH_DIR (default ./bench-data), refused on
 # tmpfs or ramfs, where O_DIRECT and fdatasync figures would mean nothing.
