@@ -270,21 +270,6 @@ impl Fetcher {
         self.close().await
     }
 
-    fn acknowledgements(&mut self, partition: i32) -> Vec<AcknowledgementBatch> {
-        self.to_accept
-            .remove(&partition)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(first, last)| {
-                let mut batch = AcknowledgementBatch::default();
-                batch.first_offset = first;
-                batch.last_offset = last;
-                batch.acknowledge_types = vec![ACCEPT];
-                batch
-            })
-            .collect()
-    }
-
     async fn fetch(&mut self, partitions: &[i32]) -> anyhow::Result<()> {
         let mut topic = FetchTopic::default();
         topic.topic_id = self.cluster.topic_id;
@@ -295,7 +280,16 @@ impl Fetcher {
             let mut partition = FetchPartition::default();
             partition.partition_index = index;
             partition.partition_max_bytes = self.cli.fetch_partition_bytes;
-            partition.acknowledgement_batches = self.acknowledgements(index);
+            partition.acknowledgement_batches = take_accepted(&mut self.to_accept, index)
+                .into_iter()
+                .map(|(first, last)| {
+                    let mut batch = AcknowledgementBatch::default();
+                    batch.first_offset = first;
+                    batch.last_offset = last;
+                    batch.acknowledge_types = vec![ACCEPT];
+                    batch
+                })
+                .collect();
             topic.partitions.push(partition);
         }
         let mut request = ShareFetchRequest::default();
@@ -359,15 +353,14 @@ impl Fetcher {
         for index in partitions {
             let mut partition = AcknowledgePartition::default();
             partition.partition_index = index;
-            partition.acknowledgement_batches = self
-                .acknowledgements(index)
+            partition.acknowledgement_batches = take_accepted(&mut self.to_accept, index)
                 .into_iter()
-                .map(|batch| {
-                    let mut ack = protocol::messages::share_acknowledge_request::AcknowledgementBatch::default();
-                    ack.first_offset = batch.first_offset;
-                    ack.last_offset = batch.last_offset;
-                    ack.acknowledge_types = batch.acknowledge_types;
-                    ack
+                .map(|(first, last)| {
+                    let mut batch = protocol::messages::share_acknowledge_request::AcknowledgementBatch::default();
+                    batch.first_offset = first;
+                    batch.last_offset = last;
+                    batch.acknowledge_types = vec![ACCEPT];
+                    batch
                 })
                 .collect();
             topic.partitions.push(partition);
@@ -413,6 +406,21 @@ fn member_id(index: usize) -> Uuid {
     let high = hasher.finish();
     hasher.write_u64(high);
     Uuid::from_u64_pair(high, hasher.finish())
+}
+
+/// The ranges of `partition` to accept next, sorted, adjacent ones joined
+/// (one acknowledgement batch each), and forgotten in `to_accept`.
+fn take_accepted(to_accept: &mut BTreeMap<i32, Vec<(i64, i64)>>, partition: i32) -> Vec<(i64, i64)> {
+    let mut ranges = to_accept.remove(&partition).unwrap_or_default();
+    ranges.sort_unstable();
+    let mut joined: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match joined.last_mut() {
+            Some(previous) if previous.1 + 1 == first => previous.1 = last,
+            _ => joined.push((first, last)),
+        }
+    }
+    joined
 }
 
 /// Share session epochs count up from 1 after the opening 0 and wrap to 1.
@@ -469,5 +477,16 @@ mod tests {
         assert_eq!(count_acquired(batch.clone(), &[(2, 3), (7, 7)]).unwrap(), (3, 12));
         assert_eq!(count_acquired(batch, &[(20, 30)]).unwrap(), (0, 0));
         assert_eq!((next_epoch(0), next_epoch(1), next_epoch(i32::MAX)), (1, 2, 1));
+    }
+
+    #[test]
+    fn accepted_ranges_are_sorted_and_joined() {
+        // Proves the acknowledgements sent: one batch per run of
+        // consecutive offsets, in offset order, and none twice.
+        let mut to_accept = BTreeMap::new();
+        to_accept.insert(0, vec![(10, 19), (0, 4), (5, 9), (30, 30)]);
+        let joined = take_accepted(&mut to_accept, 0);
+        assert_eq!(joined, vec![(0, 19), (30, 30)]);
+        assert!(take_accepted(&mut to_accept, 0).is_empty(), "taken once");
     }
 }
