@@ -280,6 +280,12 @@ impl Producer {
                 let wake = intended.min(linger_deadline.map_or(u64::MAX, |t| t + self.linger_ns));
                 if wake > now {
                     glommio::timer::sleep(Duration::from_nanos(wake - now)).await;
+                } else {
+                    // A batch has lingered long enough but its broker has no
+                    // permit left: wait for an answer (or the next record's
+                    // time) rather than spin, which would starve the task
+                    // that reads the answers and so hand back the permits.
+                    self.wait_for_permit(now, intended).await?;
                 }
                 continue;
             }
@@ -403,6 +409,25 @@ impl Producer {
             }
         }
         Ok(())
+    }
+
+    /// Waits until a broker with a lingered batch has a permit, and sends
+    /// its request, or until `until_ns`, whichever comes first.
+    async fn wait_for_permit(&mut self, now_ns: u64, until_ns: u64) -> anyhow::Result<()> {
+        let lingered = |node: &Node| node.oldest_open_ns.is_some_and(|t| now_ns >= t.saturating_add(self.linger_ns));
+        let Some(n) = self.nodes.iter().position(|node| node.queued_batches > 0 || lingered(node)) else {
+            return Ok(());
+        };
+        let permits = self.nodes[n].permits.clone();
+        let permit = async { Some(permits.acquire_static_permit(1).await) };
+        let timeout = async {
+            glommio::timer::sleep(Duration::from_nanos(until_ns.saturating_sub(now_ns))).await;
+            None
+        };
+        match futures_lite::future::or(permit, timeout).await {
+            Some(permit) => self.send_request(n, permit.map_err(|err| anyhow::anyhow!("{err}"))?).await,
+            None => Ok(()),
+        }
     }
 
     /// One Produce request to node `n`: per partition, its oldest queued
