@@ -69,6 +69,14 @@ pub struct Cli {
     /// "info,broker=debug".
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<String>,
+
+    /// Touch each shard's memory budgets at startup [default: true; file:
+    /// shard.prefault_memory].
+    ///
+    /// Startup takes longer and the broker is resident at its budgets from the start, but
+    /// the first minutes under load do not pay for the kernel mapping fresh pages.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    pub prefault_memory: Option<bool>,
 }
 
 impl Cli {
@@ -87,6 +95,7 @@ impl Cli {
             log_level: self.log_level.clone(),
             listen: self.listen,
             advertised_listener: self.advertised_listener.clone(),
+            prefault_memory: self.prefault_memory,
         }
     }
 }
@@ -141,6 +150,8 @@ mod tests {
             "127.0.0.2:2000",
             "--advertised-listener",
             "broker.example.com:3000",
+            "--prefault-memory",
+            "false",
         ])
         .load_config()
         .unwrap();
@@ -152,6 +163,7 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.2:2000".parse().unwrap());
         assert_eq!((config.advertised_host.as_str(), config.advertised_port), ("broker.example.com", 3000));
         assert_eq!(config.request_bytes_max, 2048);
+        assert!(!config.prefault_memory);
     }
 
     #[test]
@@ -186,6 +198,7 @@ mod tests {
             ["--shards", "5000"],
             ["--node-id", "-1"],
             ["--log-level", "loud"],
+            ["--prefault-memory", "yes"],
         ] {
             assert!(Cli::try_parse_from(std::iter::once("stele").chain(args)).is_err(), "{args:?}");
         }

@@ -67,6 +67,9 @@ pub struct Config {
     pub topic_defaults: TopicDefaults,
     /// One per shard, `[shard]` with that shard's `[shard.overrides.N]` applied.
     pub shard_limits: Vec<ShardLimits>,
+    /// Touch each shard's budgeted memory at startup, before accepting
+    /// clients, and keep it (`[shard] prefault_memory`; engine::prefault).
+    pub prefault_memory: bool,
     /// The group coordinators' settings (`[groups]`, Kafka's names).
     pub groups: GroupConfig,
     /// The transaction coordinators' settings (`[transactions]`, Kafka's names).
@@ -200,6 +203,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("shard", "tail_cache_bytes"),
     ("shard", "io_depth"),
     ("shard", "write_chunk_bytes"),
+    ("shard", "prefault_memory"),
 ];
 
 /// Every accepted key as (table, key): [`KEYS`], the topic defaults, the
@@ -220,6 +224,7 @@ pub struct ConfigOverrides {
     pub log_level: Option<String>,
     pub listen: Option<SocketAddr>,
     pub advertised_listener: Option<AdvertisedListener>,
+    pub prefault_memory: Option<bool>,
 }
 
 impl Config {
@@ -270,6 +275,7 @@ struct FileConfig {
     retention_check_interval_ms: u64,
     topic_defaults: TopicDefaults,
     shard: ShardLimits,
+    prefault_memory: bool,
     shard_overrides: BTreeMap<usize, ShardOverride>,
     groups: GroupConfig,
     transactions: TxnConfig,
@@ -301,6 +307,7 @@ impl FileConfig {
             retention_check_interval_ms: 300_000,
             topic_defaults: TopicDefaults::default(),
             shard: ShardLimits::default(),
+            prefault_memory: true,
             shard_overrides: BTreeMap::new(),
             groups: GroupConfig::default(),
             transactions: TxnConfig::default(),
@@ -468,6 +475,13 @@ impl FileConfig {
                     let mut shard_override = ShardOverride::default();
                     for (name, value) in table {
                         let key = format!("shard.overrides.{index}.{name}");
+                        if name == "prefault_memory" {
+                            return Err(ConfigError::Invalid {
+                                path: reader.path.to_path_buf(),
+                                key,
+                                reason: "applies to the whole broker: set it in [shard]".to_string(),
+                            });
+                        }
                         let slot = shard_override.slot(name).ok_or_else(|| reader.unknown(&key, "shard"))?;
                         *slot = Some(reader.shard_value(&key, name, value)?);
                     }
@@ -476,6 +490,12 @@ impl FileConfig {
                 continue;
             }
             let key = &dotted("shard", name);
+            if name == "prefault_memory" {
+                // One setting for the whole process: the allocator's
+                // purging is process-wide, so it has no per-shard override.
+                self.prefault_memory = reader.boolean(key, value)?;
+                continue;
+            }
             let parsed = reader.shard_value(key, name, value)?;
             match name.as_str() {
                 "write_buffer_bytes" => self.shard.write_buffer_bytes_max = parsed,
@@ -525,6 +545,7 @@ impl FileConfig {
             retention_check_interval_ms: self.retention_check_interval_ms,
             topic_defaults: self.topic_defaults,
             shard_limits,
+            prefault_memory: overrides.prefault_memory.unwrap_or(self.prefault_memory),
             groups: self.groups,
             transactions: self.transactions,
         })
@@ -806,6 +827,7 @@ mod tests {
         assert_eq!(config.topic_defaults.message_timestamp_before_max_ms, i64::MAX);
         assert_eq!(config.topic_defaults.message_timestamp_after_max_ms, 3_600_000);
         assert_eq!(config.shard_limits, vec![ShardLimits::default(); cores()]);
+        assert!(config.prefault_memory);
         assert_eq!(config.transactions, crate::txn::config::TxnConfig::default());
         assert_eq!(config.transactions.transaction_timeout_ms_max, 900_000);
         assert_eq!(config.transactions.transactional_id_expiration_ms, 604_800_000);
@@ -850,6 +872,7 @@ mod tests {
             tail_cache_bytes = 0
             io_depth = 8
             write_chunk_bytes = 524288
+            prefault_memory = false
             [transactions]
             "transaction.max.timeout.ms" = 60000
             "transactional.id.expiration.ms" = 86400000
@@ -864,6 +887,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/stele"));
         assert_eq!(config.shards, 3);
         assert_eq!(config.log_level, "info,broker=debug");
+        assert!(!config.prefault_memory);
         assert_eq!(config.listen, "0.0.0.0:19092".parse().unwrap());
         assert_eq!((config.advertised_host.as_str(), config.advertised_port), ("broker7.example.com", 29092));
         assert_eq!(config.request_bytes_max, 50 << 20);
@@ -955,6 +979,11 @@ mod tests {
             "stele.toml: key `network.listen`: expected an IP address and port such as \"127.0.0.1:9092\" or \
              \"0.0.0.0:9092\", got \"localhost\""
         );
+        let message = error("[shard.overrides.0]\nprefault_memory = false");
+        assert!(
+            message.contains("`shard.overrides.0.prefault_memory`") && message.contains("whole broker"),
+            "{message}"
+        );
         for (text, key) in [
             ("node_id = -1", "node_id"),
             ("shards = 5000", "shards"),
@@ -968,6 +997,7 @@ mod tests {
             ("[topics]\n\"num.partitions\" = \"3\"", "topics.\"num.partitions\""),
             ("[topics]\n\"log.message.timestamp.type\" = \"Now\"", "topics.\"log.message.timestamp.type\""),
             ("[shard]\nwrite_chunk_bytes = 1000", "shard.write_chunk_bytes"),
+            ("[shard]\nprefault_memory = \"yes\"", "shard.prefault_memory"),
             ("[transactions]\n\"transaction.max.timeout.ms\" = 0", "transactions.\"transaction.max.timeout.ms\""),
             (
                 "[transactions]\n\"transactional.id.expiration.ms\" = \"1d\"",

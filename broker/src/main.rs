@@ -23,6 +23,9 @@ fn main() -> std::process::ExitCode {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if config.prefault_memory {
+        keep_freed_memory();
+    }
     match broker::server::run(config) {
         Ok(()) => exit_now(0),
         Err(err) => {
@@ -31,6 +34,22 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h); libmimalloc-sys names
+/// only some options.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc never to give freed pages back to the kernel (by default
+/// it purges pages that stay free past its purge delay), so that the memory each shard prefaults
+/// at startup stays mapped for the buffers that fill it later instead of
+/// being faulted in again on the request path. The budgets bound what the
+/// broker holds either way.
+fn keep_freed_memory() {
+    // Safety: called once, before any other thread exists; mimalloc reads
+    // the option when it next decides whether to purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    debug_assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, -1);
 }
 
 /// Ends the process after a clean shutdown without running the C library's

@@ -186,6 +186,16 @@ async fn run_shard(
     };
     let limits = start.config.shard_limits[id].clone();
     let resources = engine::ShardResources::new(limits).map_err(|err| fail(format!("shard {id}: {err}")))?;
+    if start.config.prefault_memory {
+        let started = std::time::Instant::now();
+        let bytes = resources.prefault_memory();
+        tracing::info!(
+            shard = id,
+            mib = bytes >> 20,
+            ms = started.elapsed().as_millis() as u64,
+            "prefaulted the shard's memory budgets (tail cache and write buffers)"
+        );
+    }
     let controller = if id == shard::CONTROLLER_SHARD {
         let log = start.metadata_log.lock().expect("metadata log handoff").take().expect("shard 0 starts once");
         Some(Controller::new(log))

@@ -125,6 +125,14 @@ impl ShardResources {
         &self.limits
     }
 
+    /// Touches as much memory as this shard's budgets let it hold (tail
+    /// cache and write buffers), once, so that filling them later does not
+    /// fault pages in on the request path (see [`crate::prefault`]).
+    /// Returns the bytes touched.
+    pub fn prefault_memory(&self) -> usize {
+        crate::prefault::prefault(self.limits.tail_cache_bytes_max + self.limits.write_buffer_bytes_max)
+    }
+
     pub(crate) fn register_tail_cache(&self, cache: Weak<dyn TailCache>) {
         self.tail_caches.borrow_mut().push(cache);
     }

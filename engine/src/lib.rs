@@ -42,6 +42,7 @@ pub mod index;
 pub mod memlock;
 mod notify;
 pub mod partition_log;
+pub mod prefault;
 mod recovery;
 mod segment;
 mod storage_file;

@@ -118,6 +118,10 @@ class Broker:
                     "--listen", self.bootstrap,
                     "--data-dir", str(self.data_dir),
                     "--shards", str(self.shards),
+                    # Touching 320 MiB per shard would add about a second
+                    # and most of a GiB to every broker the suite starts;
+                    # broker/tests/startup.rs covers the default.
+                    "--prefault-memory", "false",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -110,6 +110,7 @@ impl Broker {
             .arg("--shards")
             .arg(self.shards.to_string())
             .args(&self.extra_args)
+            .args(self.prefault_args())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -117,6 +118,16 @@ impl Broker {
             .expect("stele binary starts");
         self.child = Some(child);
         self.wait_ready(log_start);
+    }
+
+    /// Test brokers skip the startup prefault (a second and 320 MiB of
+    /// resident memory per shard) unless the test asks for it.
+    fn prefault_args(&self) -> &'static [&'static str] {
+        if self.extra_args.iter().any(|arg| arg.starts_with("--prefault-memory")) {
+            &[]
+        } else {
+            &["--prefault-memory", "false"]
+        }
     }
 
     fn wait_ready(&mut self, log_start: usize) {
