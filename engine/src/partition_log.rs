@@ -187,6 +187,11 @@ struct LogState {
     last_chunk_bytes: usize,
     /// Segments rolled away from, to seal once their data is written.
     seals: Vec<i64>,
+    /// Seals running in tasks of their own (see `retire_round`).
+    sealing: usize,
+    /// A roll created a segment file whose directory entry no fsync has
+    /// covered yet; the next `fsync_written` syncs the directory too.
+    dir_unsynced: bool,
     /// Files written since their last fdatasync.
     unsynced: Vec<Rc<SegmentFile>>,
     /// When the oldest append not yet covered by an fdatasync was made.
@@ -306,6 +311,8 @@ impl PartitionLog {
             filling: None,
             last_chunk_bytes: 0,
             seals: Vec::new(),
+            sealing: 0,
+            dir_unsynced: false,
             unsynced: Vec::new(),
             oldest_unflushed: None,
             flush_requested_offset: 0,
@@ -589,17 +596,17 @@ impl PartitionLog {
         };
         let path = self.shared.dir.join(segment::segment_file_name(new_base));
         let opened = SegmentFile::open(path, self.shared.io_mode, true).await;
-        // The new file's directory entry must be durable before any data in
-        // it is called durable: an fdatasync of the file does not cover it.
         let opened = match opened {
-            Ok(file) => match file.truncate(0).await {
-                Ok(()) => storage_file::sync_dir(&self.shared.dir).await.map(|()| file),
-                Err(err) => Err(err),
-            },
+            Ok(file) => file.truncate(0).await.map(|()| file),
             Err(err) => Err(err),
         };
         let mut state = self.shared.state.borrow_mut();
         state.rolling = false;
+        // The new file's directory entry must be durable before any data in
+        // it is called durable (an fdatasync of the file does not cover
+        // it), but appends need not wait for that: the fsync that would
+        // call the first of them durable syncs the directory too.
+        state.dir_unsynced |= opened.is_ok();
         self.shared.changed.notify_all();
         let file = opened?;
         let old_base = *state.segments.keys().next_back().expect("an active segment");
@@ -647,7 +654,9 @@ impl PartitionLog {
             .await
     }
 
-    /// Writes and fsyncs everything appended so far, whatever the policy.
+    /// Writes and fsyncs everything appended so far, whatever the policy,
+    /// and waits for the seals of segments rolled away from (so that
+    /// retention may delete them).
     pub async fn flush(&self) -> Result<()> {
         let target = {
             let mut state = self.shared.state.borrow_mut();
@@ -655,7 +664,21 @@ impl PartitionLog {
             state.next_offset
         };
         self.shared.changed.notify_all();
-        self.wait_durable(target).await
+        self.wait_durable(target).await?;
+        self.wait_for_seals().await;
+        Ok(())
+    }
+
+    /// Waits until no rolled segment waits for its seal or is being sealed
+    /// (or the log failed).
+    async fn wait_for_seals(&self) {
+        self.shared
+            .changed
+            .wait_for(|| {
+                let s = self.shared.state.borrow();
+                (s.seals.is_empty() && s.sealing == 0 || s.failed.is_some()).then_some(())
+            })
+            .await
     }
 
     /// The flusher: one task per log that starts write rounds as data is
@@ -687,7 +710,7 @@ impl PartitionLog {
                 if state.rounds.is_empty() && fsync_due(&state) {
                     return Some(Step::Fsync);
                 }
-                (state.closing && state.rounds.is_empty() && !new_work).then_some(Step::Exit)
+                (state.closing && state.rounds.is_empty() && state.sealing == 0 && !new_work).then_some(Step::Exit)
             });
             let step = match self.flush_deadline() {
                 Some(after) => {
@@ -807,8 +830,28 @@ impl PartitionLog {
         if sync {
             self.fsync_written().await?;
         }
+        // A seal is a truncate, an fdatasync and two index files written
+        // atomically (each an fdatasync, a rename and a directory sync):
+        // tens of milliseconds on a busy disk, during which this flusher
+        // would retire no round and every acknowledgement would wait. The
+        // data is durable already, so the seal runs beside the flusher;
+        // retention deletes only sealed segments, and truncation and close
+        // wait for seals in flight.
         for base in seals {
-            self.seal(base).await?;
+            self.shared.state.borrow_mut().sealing += 1;
+            let log = self.clone();
+            glommio::spawn_local(async move {
+                let result = log.seal(base).await;
+                let mut state = log.shared.state.borrow_mut();
+                state.sealing -= 1;
+                if let Err(err) = result {
+                    tracing::error!(dir = %log.shared.dir.display(), error = %err, "sealing a segment failed; the log accepts no more appends");
+                    state.failed.get_or_insert(err.to_string());
+                }
+                drop(state);
+                log.shared.changed.notify_all();
+            })
+            .detach();
         }
         Ok(())
     }
@@ -910,13 +953,21 @@ impl PartitionLog {
     }
 
     async fn fsync_written(&self) -> Result<()> {
-        let (files, covered) = {
+        let (files, covered, dir_unsynced) = {
             let mut state = self.shared.state.borrow_mut();
-            (std::mem::take(&mut state.unsynced), state.written_offset)
+            let dir_unsynced = std::mem::take(&mut state.dir_unsynced);
+            (std::mem::take(&mut state.unsynced), state.written_offset, dir_unsynced)
         };
-        for file in &files {
-            file.fdatasync().await?;
-        }
+        // All at once: after a roll the old and the new segment (and the
+        // directory) each need one, and the disk serves them together.
+        let dir_sync = async {
+            match dir_unsynced {
+                true => storage_file::sync_dir(&self.shared.dir).await,
+                false => Ok(()),
+            }
+        };
+        let file_syncs = futures::future::try_join_all(files.iter().map(|file| file.fdatasync()));
+        futures::future::try_join(dir_sync, file_syncs).await?;
         let mut state = self.shared.state.borrow_mut();
         state.stats.fsyncs += files.len() as u64;
         state.durable_offset = state.durable_offset.max(covered);
@@ -1261,6 +1312,9 @@ impl PartitionLog {
         }
         let path = self.shared.dir.join(LOG_START_OFFSET_FILE);
         storage_file::write_file_atomically(&path, encode_log_start_offset(offset)).await?;
+        // Only sealed segments are deleted; let the seals of recent rolls
+        // finish so that every segment wholly below the start goes now.
+        self.wait_for_seals().await;
         let doomed: Vec<Segment> = {
             let mut state = self.shared.state.borrow_mut();
             state.log_start_offset = offset;
@@ -1330,7 +1384,8 @@ impl PartitionLog {
             .changed
             .wait_for(|| {
                 let s = self.shared.state.borrow();
-                (s.seals.is_empty() && s.rounds.is_empty() && !s.flusher_busy || s.failed.is_some()).then_some(())
+                (s.seals.is_empty() && s.sealing == 0 && s.rounds.is_empty() && !s.flusher_busy || s.failed.is_some())
+                    .then_some(())
             })
             .await;
         let (target_base, doomed) = {

@@ -107,6 +107,18 @@ fn is_tmpfs(dir: &Path) -> Result<bool> {
     Ok(stat.f_type as i64 == libc::TMPFS_MAGIC)
 }
 
+/// A disk operation slower than this is logged as a warning naming the
+/// file and the operation: every acknowledgement waiting on it stalls, and
+/// the log line is how an operator tells a slow disk from a slow broker.
+const SLOW_IO: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn warn_if_slow(op: &'static str, path: &Path, started: std::time::Instant) {
+    let took = started.elapsed();
+    if took >= SLOW_IO {
+        tracing::warn!(path = %path.display(), op, ms = took.as_millis() as u64, "slow disk operation");
+    }
+}
+
 /// An open segment file.
 pub(crate) struct SegmentFile {
     path: PathBuf,
@@ -139,6 +151,7 @@ impl SegmentFile {
     /// Writes the first `len` bytes of `buf` at `position`. In direct mode
     /// `position` and `len` must be multiples of the block size.
     pub(crate) async fn write_at(&self, mut buf: DmaBuffer, len: usize, position: u64) -> Result<()> {
+        let started = std::time::Instant::now();
         let written = match &self.inner {
             Inner::Direct(file) => {
                 buf.trim_to_size(len);
@@ -147,6 +160,7 @@ impl SegmentFile {
             Inner::Buffered(file) => file.write_at(buf.as_bytes()[..len].to_vec(), position).await,
         }
         .map_err(|e| EngineError::glommio(&self.path, e))?;
+        warn_if_slow("write", &self.path, started);
         if written != len {
             return Err(EngineError::io(
                 &self.path,
@@ -162,6 +176,7 @@ impl SegmentFile {
     /// `None` only if glommio still held a reference to it.
     pub(crate) async fn write_whole_at(&self, buf: DmaBuffer, position: u64) -> (Result<()>, Option<DmaBuffer>) {
         let len = buf.len();
+        let started = std::time::Instant::now();
         let (written, buf) = match &self.inner {
             Inner::Direct(file) => {
                 let buf = Rc::new(buf);
@@ -170,6 +185,7 @@ impl SegmentFile {
             }
             Inner::Buffered(file) => (file.write_at(buf.as_bytes().to_vec(), position).await, Some(buf)),
         };
+        warn_if_slow("write", &self.path, started);
         let result = match written {
             Ok(written) if written == len => Ok(()),
             Ok(written) => Err(EngineError::io(
@@ -192,11 +208,13 @@ impl SegmentFile {
     }
 
     pub(crate) async fn fdatasync(&self) -> Result<()> {
-        match &self.inner {
+        let started = std::time::Instant::now();
+        let result = match &self.inner {
             Inner::Direct(file) => file.fdatasync().await,
             Inner::Buffered(file) => file.fdatasync().await,
-        }
-        .map_err(|e| EngineError::glommio(&self.path, e))
+        };
+        warn_if_slow("fdatasync", &self.path, started);
+        result.map_err(|e| EngineError::glommio(&self.path, e))
     }
 
     pub(crate) async fn truncate(&self, size: u64) -> Result<()> {
@@ -209,11 +227,13 @@ impl SegmentFile {
 
     /// Makes the file `size` bytes long with allocated, zero-reading blocks.
     pub(crate) async fn preallocate(&self, size: u64) -> Result<()> {
-        match &self.inner {
+        let started = std::time::Instant::now();
+        let result = match &self.inner {
             Inner::Direct(file) => file.pre_allocate(size, false).await,
             Inner::Buffered(file) => file.pre_allocate(size, false).await,
-        }
-        .map_err(|e| EngineError::glommio(&self.path, e))
+        };
+        warn_if_slow("fallocate", &self.path, started);
+        result.map_err(|e| EngineError::glommio(&self.path, e))
     }
 
     pub(crate) async fn size(&self) -> Result<u64> {
