@@ -8,7 +8,9 @@
 #   scripts/bench.sh
 #
 # Environment (defaults in brackets):
-#   BENCH_SECONDS   measured seconds per workload [15]
+#   BENCH_SECONDS   measured seconds per throughput workload (1-4) [15]
+#   E2E_SECONDS     measured seconds of workload 5 [300: the target is for a
+#                   5-minute run]
 #   BENCH_WARMUP    warm-up seconds per workload, not counted [3]
 #   BROKER_CPU      core for the broker and iperf3's server [0]
 #   LOADGEN_CPU     core for loadgen and iperf3's client [1]
@@ -29,6 +31,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 seconds=${BENCH_SECONDS:-15}
+e2e_seconds=${E2E_SECONDS:-300}
 warmup=${BENCH_WARMUP:-3}
 broker_cpu=${BROKER_CPU:-0}
 loadgen_cpu=${LOADGEN_CPU:-1}
@@ -105,12 +108,12 @@ rss_peak_kib() {
 }
 
 run_workload() {
-    local name=$1
-    shift
+    local name=$1 duration=$2
+    shift 2
     start_broker "$name"
     say "workload $name: stele-loadgen $* (stele on core $broker_cpu, loadgen on core $loadgen_cpu)"
     taskset -c "$loadgen_cpu" "$loadgen" "$@" --bootstrap "127.0.0.1:$port" --topic "$name" \
-        --topic-config segment.bytes=67108864 --duration "$seconds" --warmup "$warmup" \
+        --topic-config segment.bytes=67108864 --duration "$duration" --warmup "$warmup" \
         --json "$run_dir/$name.json" >&2 &
     local loadgen_pid=$!
     rss_peak_kib "$loadgen_pid" >"$run_dir/$name.rss" &
@@ -121,26 +124,27 @@ run_workload() {
 }
 
 e2e_rate=$((e2e_mib_s * 1024))
-run_workload w1-100p-acks-all produce --partitions 100 --record-size 1024 --acks all --batch-bytes "$batch_bytes"
-run_workload w2-100p-acks-1 produce --partitions 100 --record-size 1024 --acks 1 --batch-bytes "$batch_bytes"
-run_workload w3-1p produce --partitions 1 --record-size 1024 --acks all --batch-bytes "$batch_bytes"
-run_workload w4-16p-100b produce --partitions 16 --record-size 100 --acks all --batch-bytes "$batch_bytes"
-run_workload w5-e2e-"$e2e_mib_s"mib e2e --partitions 16 --record-size 1024 --acks all --rate "$e2e_rate" \
+run_workload w1-100p-acks-all "$seconds" produce --partitions 100 --record-size 1024 --acks all --batch-bytes "$batch_bytes"
+run_workload w2-100p-acks-1 "$seconds" produce --partitions 100 --record-size 1024 --acks 1 --batch-bytes "$batch_bytes"
+run_workload w3-1p "$seconds" produce --partitions 1 --record-size 1024 --acks all --batch-bytes "$batch_bytes"
+run_workload w4-16p-100b "$seconds" produce --partitions 16 --record-size 100 --acks all --batch-bytes "$batch_bytes"
+run_workload w5-e2e-"$e2e_mib_s"mib "$e2e_seconds" e2e --partitions 16 --record-size 1024 --acks all --rate "$e2e_rate" \
     --batch-bytes "$batch_bytes"
 
 # --- the table --------------------------------------------------------------------
-STELE_ROOT="$root" python3 - "$run_dir" "$seconds" "$warmup" "$broker_cpu" "$loadgen_cpu" <<'EOF'
+STELE_ROOT="$root" python3 - "$run_dir" "$seconds" "$e2e_seconds" "$warmup" "$broker_cpu" "$loadgen_cpu" <<'EOF'
 import glob, json, os, sys
 sys.path.insert(0, os.path.join(os.environ["STELE_ROOT"], "scripts", "lib"))
 from bench_table import machine_line, print_table
-run_dir, seconds, warmup, broker_cpu, loadgen_cpu = sys.argv[1:]
+run_dir, seconds, e2e_seconds, warmup, broker_cpu, loadgen_cpu = sys.argv[1:]
 MIB = 1024 * 1024
 fio = json.load(open(os.path.join(run_dir, "fio.json")))
 fio_bw = fio["jobs"][0]["write"]["bw_bytes"]
 iperf = json.load(open(os.path.join(run_dir, "iperf3.json")))
 tcp_bw = iperf["end"]["sum_received"]["bits_per_second"] / 8
 print(machine_line(load_average=False))
-print(f"broker on core {broker_cpu}, loadgen on core {loadgen_cpu}; {seconds} s per workload after {warmup} s warm-up")
+print(f"broker on core {broker_cpu}, loadgen on core {loadgen_cpu}; {seconds} s per throughput workload, "
+      f"{e2e_seconds} s of w5, each after {warmup} s warm-up")
 print(f"fio sequential O_DIRECT write: {fio_bw / MIB:.0f} MiB/s; iperf3 loopback TCP, one stream: {tcp_bw / MIB:.0f} MiB/s")
 print()
 head = ["workload", "records/s", "MiB/s", "% TCP", "% fio", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "broker RSS MiB"]
