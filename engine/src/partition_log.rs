@@ -841,7 +841,7 @@ impl PartitionLog {
             self.shared.state.borrow_mut().sealing += 1;
             let log = self.clone();
             glommio::spawn_local(async move {
-                let result = log.seal(base).await;
+                let result = log.seal(base, false).await;
                 let mut state = log.shared.state.borrow_mut();
                 state.sealing -= 1;
                 if let Err(err) = result {
@@ -978,8 +978,9 @@ impl PartitionLog {
     }
 
     /// Seals a rolled segment: truncates the preallocated file to its data,
-    /// makes that durable and writes the index files.
-    async fn seal(&self, base: i64) -> Result<()> {
+    /// makes that durable and writes the index files, durably only when
+    /// `durable_indexes` (at close; see `write_index_files_lazily`).
+    async fn seal(&self, base: i64, durable_indexes: bool) -> Result<()> {
         let (file, size, offset_index, time_index) = {
             let mut state = self.shared.state.borrow_mut();
             let Some(segment) = state.segments.get_mut(&base) else {
@@ -990,7 +991,11 @@ impl PartitionLog {
         };
         file.truncate(size).await?;
         file.fdatasync().await?;
-        segment::write_index_files(&self.shared.dir, base, &offset_index, &time_index).await?;
+        if durable_indexes {
+            segment::write_index_files(&self.shared.dir, base, &offset_index, &time_index).await?;
+        } else {
+            segment::write_index_files_lazily(&self.shared.dir, base, &offset_index, &time_index).await?;
+        }
         if let Some(segment) = self.shared.state.borrow_mut().segments.get_mut(&base) {
             segment.sealed = true;
             segment.allocated_bytes = size;
@@ -1497,7 +1502,7 @@ impl PartitionLog {
             let (base, segment) = state.segments.iter().next_back().expect("an active segment");
             (*base, state.next_offset, segment.size_bytes)
         };
-        self.seal(base).await?;
+        self.seal(base, true).await?;
         {
             let mut state = self.shared.state.borrow_mut();
             if let Some(chunk) = state.filling.take() {

@@ -267,6 +267,25 @@ pub(crate) async fn write_file_atomically(path: &Path, contents: Vec<u8>) -> Res
     sync_dir(path.parent().expect("metadata files live in a directory")).await
 }
 
+/// Writes `contents` to `path`, replacing it, without an fdatasync: after a
+/// crash the file may be missing, empty or torn, so only for files whose
+/// reader checks them (the CRC-framed index files).
+pub(crate) async fn write_file_lazily(path: &Path, contents: Vec<u8>) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(path)
+        .await
+        .map_err(|e| EngineError::glommio(path, e))?;
+    let len = contents.len();
+    let written = file.write_at(contents, 0).await.map_err(|e| EngineError::glommio(path, e))?;
+    if written != len {
+        return Err(EngineError::io(path, std::io::Error::other("short write")));
+    }
+    file.close().await.map_err(|e| EngineError::glommio(path, e))
+}
+
 /// Reads a whole small file, or `None` if it does not exist.
 pub(crate) async fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>> {
     let file = match BufferedFile::open(path).await {

@@ -366,8 +366,9 @@ fn truncation_cuts_at_the_batch_holding_the_offset() {
 
 #[test]
 fn missing_or_damaged_index_files_are_rebuilt() {
-    // Proves: an index that is absent or fails its checks is rebuilt from the
-    // segment, and lookups give the same answers as before.
+    // Proves: an index that is absent, empty (what a crash leaves of the
+    // index files a roll writes without fsync) or fails its checks is
+    // rebuilt from the segment, and lookups give the same answers as before.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ix-0");
     run(move || async move {
@@ -386,6 +387,7 @@ fn missing_or_damaged_index_files_are_rebuilt() {
         let last = bytes.len() - 6;
         bytes[last] ^= 0x10;
         std::fs::write(&time_index, bytes).unwrap();
+        std::fs::write(dir.join(format!("{second:020}.index")), b"").unwrap();
         std::fs::write(dir.join(format!("{:020}.index", 999_999)), b"orphan").unwrap();
         let log = PartitionLog::open(&dir, small_config(), shard()).await.unwrap();
         assert_eq!(
