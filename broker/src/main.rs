@@ -41,10 +41,10 @@ fn main() -> std::process::ExitCode {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Tells mimalloc never to give freed pages back to the kernel (by default
-/// it purges pages that stay free past its purge delay), so that the memory each shard prefaults
-/// at startup stays mapped for the buffers that fill it later instead of
-/// being faulted in again on the request path. The budgets bound what the
-/// broker holds either way.
+/// it purges pages that stayed free past its purge delay), so that the
+/// memory each shard prefaults at startup stays mapped for the buffers that
+/// fill it later instead of being faulted in again on the request path. The
+/// budgets bound what the broker holds either way.
 fn keep_freed_memory() {
     // Safety: called once, before any other thread exists; mimalloc reads
     // the option when it next decides whether to purge.

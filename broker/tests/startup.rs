@@ -76,8 +76,8 @@ fn sigterm_stops_cleanly_and_marks_logs_clean() {
 fn prefault_memory_makes_the_budgets_resident_before_clients_come() {
     // Proves `prefault_memory`: with it the shard's tail-cache and
     // write-buffer budgets (80 MiB here) are resident once the broker is
-    // ready and stay so while it idles past mimalloc's purge delay; without
-    // it the idle broker holds far less.
+    // ready and still resident after it idled a while; without it the idle
+    // broker holds far less.
     const BUDGETS: u64 = (64 + 16) << 20;
     let (_dir, config) = config_file("[shard]\ntail_cache_bytes = \"64MiB\"\nwrite_buffer_bytes = \"16MiB\"\n");
     let prefaulted = Broker::start_with(1, &["--config", &config, "--prefault-memory", "true"]);

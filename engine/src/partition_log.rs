@@ -223,6 +223,13 @@ struct LogState {
     flusher_done: bool,
 }
 
+impl LogState {
+    /// No rolled segment waits for its seal or is being sealed.
+    fn seals_settled(&self) -> bool {
+        self.seals.is_empty() && self.sealing == 0
+    }
+}
+
 struct Shared {
     dir: PathBuf,
     io_mode: IoMode,
@@ -676,7 +683,7 @@ impl PartitionLog {
             .changed
             .wait_for(|| {
                 let s = self.shared.state.borrow();
-                (s.seals.is_empty() && s.sealing == 0 || s.failed.is_some()).then_some(())
+                (s.seals_settled() || s.failed.is_some()).then_some(())
             })
             .await
     }
@@ -729,13 +736,10 @@ impl PartitionLog {
                 Step::Fsync => self.fsync_written().await,
                 Step::Exit => break,
             };
-            let mut state = self.shared.state.borrow_mut();
-            state.flusher_busy = false;
+            self.shared.state.borrow_mut().flusher_busy = false;
             if let Err(err) = result {
-                tracing::error!(dir = %self.shared.dir.display(), error = %err, "write failed; the log accepts no more appends");
-                state.failed = Some(err.to_string());
+                self.fail("write failed", &err);
             }
-            drop(state);
             self.shared.changed.notify_all();
         }
         let mut state = self.shared.state.borrow_mut();
@@ -743,6 +747,13 @@ impl PartitionLog {
         state.flusher_done = true;
         drop(state);
         self.shared.changed.notify_all();
+    }
+
+    /// Marks the log failed after a write, fsync or seal error (the first
+    /// one is kept): it accepts no more appends.
+    fn fail(&self, what: &str, err: &EngineError) {
+        tracing::error!(dir = %self.shared.dir.display(), error = %err, "{what}; the log accepts no more appends");
+        self.shared.state.borrow_mut().failed.get_or_insert_with(|| err.to_string());
     }
 
     /// How long until the interval policy wants an fsync, if it will.
@@ -842,13 +853,10 @@ impl PartitionLog {
             let log = self.clone();
             glommio::spawn_local(async move {
                 let result = log.seal(base, false).await;
-                let mut state = log.shared.state.borrow_mut();
-                state.sealing -= 1;
+                log.shared.state.borrow_mut().sealing -= 1;
                 if let Err(err) = result {
-                    tracing::error!(dir = %log.shared.dir.display(), error = %err, "sealing a segment failed; the log accepts no more appends");
-                    state.failed.get_or_insert(err.to_string());
+                    log.fail("sealing a segment failed", &err);
                 }
-                drop(state);
                 log.shared.changed.notify_all();
             })
             .detach();
@@ -979,7 +987,7 @@ impl PartitionLog {
 
     /// Seals a rolled segment: truncates the preallocated file to its data,
     /// makes that durable and writes the index files, durably only when
-    /// `durable_indexes` (at close; see `write_index_files_lazily`).
+    /// `durable_indexes` (at close; see `segment::write_index_files`).
     async fn seal(&self, base: i64, durable_indexes: bool) -> Result<()> {
         let (file, size, offset_index, time_index) = {
             let mut state = self.shared.state.borrow_mut();
@@ -991,11 +999,7 @@ impl PartitionLog {
         };
         file.truncate(size).await?;
         file.fdatasync().await?;
-        if durable_indexes {
-            segment::write_index_files(&self.shared.dir, base, &offset_index, &time_index).await?;
-        } else {
-            segment::write_index_files_lazily(&self.shared.dir, base, &offset_index, &time_index).await?;
-        }
+        segment::write_index_files(&self.shared.dir, base, &offset_index, &time_index, durable_indexes).await?;
         if let Some(segment) = self.shared.state.borrow_mut().segments.get_mut(&base) {
             segment.sealed = true;
             segment.allocated_bytes = size;
@@ -1389,8 +1393,7 @@ impl PartitionLog {
             .changed
             .wait_for(|| {
                 let s = self.shared.state.borrow();
-                (s.seals.is_empty() && s.sealing == 0 && s.rounds.is_empty() && !s.flusher_busy || s.failed.is_some())
-                    .then_some(())
+                (s.seals_settled() && s.rounds.is_empty() && !s.flusher_busy || s.failed.is_some()).then_some(())
             })
             .await;
         let (target_base, doomed) = {

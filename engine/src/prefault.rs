@@ -9,8 +9,11 @@
 //!
 //! The memory goes through the global allocator, so that it is the
 //! allocator's own pages that are warm; the broker also tells its allocator
-//! (mimalloc) never to hand free pages back to the kernel, or it would
-//! release them again after an idle second.
+//! (mimalloc) never to hand free pages back to the kernel. mimalloc purges
+//! pages that stayed free past its purge delay when it next runs; an idle
+//! broker kept its prefaulted memory for 15 s without the setting too, so
+//! the setting is for a broker whose load starts, and whose cache fills,
+//! long after startup.
 
 /// Size of each allocation the prefault makes: the order of the request
 /// buffers and write chunks the budgets hold later.

@@ -93,7 +93,7 @@ pub(crate) async fn recover(dir: &Path, io_mode: IoMode, config: &LogConfig) -> 
                 break;
             }
             seg.finish_time_index();
-            segment::write_index_files(dir, seg.base_offset, &seg.offset_index, &seg.time_index).await?;
+            segment::write_index_files(dir, seg.base_offset, &seg.offset_index, &seg.time_index, true).await?;
             seg.sealed = true;
         }
         segments.insert(base, seg);

@@ -33,33 +33,32 @@ pub(crate) fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{base_offset:020}.timeindex"))
 }
 
-/// Writes a segment's two index files (atomically, durably).
+/// Writes a segment's two index files: atomically and durably when
+/// `durable`, otherwise in place without waiting for the disk (what a roll
+/// does). A sealed segment's indexes are a function of its bytes, written
+/// once and framed with a CRC32C, and recovery rebuilds any that a crash
+/// left missing or torn, so a roll does not need their durability; skipping
+/// it saves two fdatasyncs, two renames and two directory syncs per roll,
+/// which at a busy disk's rolls stalled acknowledgements
+/// (docs/benchmarks.md).
 pub(crate) async fn write_index_files(
     dir: &Path,
     base_offset: i64,
     offset_index: &OffsetIndex,
     time_index: &TimeIndex,
+    durable: bool,
 ) -> Result<()> {
-    let offset_bytes = offset_index.encode(base_offset);
-    storage_file::write_file_atomically(&offset_index_path(dir, base_offset), offset_bytes).await?;
-    storage_file::write_file_atomically(&time_index_path(dir, base_offset), time_index.encode(base_offset)).await
-}
-
-/// Writes a segment's two index files without waiting for them to reach
-/// the disk: what a roll uses. A sealed segment's indexes are a function of
-/// its bytes, written once and framed with a CRC32C, and recovery rebuilds
-/// any that a crash left missing or torn, so their durability is not
-/// needed; skipping it saves two fdatasyncs, two renames and two directory
-/// syncs per roll, which at a busy disk's rolls stalled acknowledgements
-/// (docs/benchmarks.md).
-pub(crate) async fn write_index_files_lazily(
-    dir: &Path,
-    base_offset: i64,
-    offset_index: &OffsetIndex,
-    time_index: &TimeIndex,
-) -> Result<()> {
-    storage_file::write_file_lazily(&offset_index_path(dir, base_offset), offset_index.encode(base_offset)).await?;
-    storage_file::write_file_lazily(&time_index_path(dir, base_offset), time_index.encode(base_offset)).await
+    let files = [
+        (offset_index_path(dir, base_offset), offset_index.encode(base_offset)),
+        (time_index_path(dir, base_offset), time_index.encode(base_offset)),
+    ];
+    for (path, contents) in files {
+        match durable {
+            true => storage_file::write_file_atomically(&path, contents).await?,
+            false => storage_file::write_file_lazily(&path, contents).await?,
+        }
+    }
+    Ok(())
 }
 
 /// Removes a segment's index files, if present.

@@ -112,11 +112,15 @@ fn is_tmpfs(dir: &Path) -> Result<bool> {
 /// the log line is how an operator tells a slow disk from a slow broker.
 const SLOW_IO: std::time::Duration = std::time::Duration::from_millis(100);
 
-fn warn_if_slow(op: &'static str, path: &Path, started: std::time::Instant) {
+/// Runs `io` and warns when it took [`SLOW_IO`] or more, failed or not.
+async fn warn_if_slow<T>(op: &'static str, path: &Path, io: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let outcome = io.await;
     let took = started.elapsed();
     if took >= SLOW_IO {
         tracing::warn!(path = %path.display(), op, ms = took.as_millis() as u64, "slow disk operation");
     }
+    outcome
 }
 
 /// An open segment file.
@@ -151,16 +155,17 @@ impl SegmentFile {
     /// Writes the first `len` bytes of `buf` at `position`. In direct mode
     /// `position` and `len` must be multiples of the block size.
     pub(crate) async fn write_at(&self, mut buf: DmaBuffer, len: usize, position: u64) -> Result<()> {
-        let started = std::time::Instant::now();
-        let written = match &self.inner {
-            Inner::Direct(file) => {
-                buf.trim_to_size(len);
-                file.write_at(buf, position).await
+        let write = async {
+            match &self.inner {
+                Inner::Direct(file) => {
+                    buf.trim_to_size(len);
+                    file.write_at(buf, position).await
+                }
+                Inner::Buffered(file) => file.write_at(buf.as_bytes()[..len].to_vec(), position).await,
             }
-            Inner::Buffered(file) => file.write_at(buf.as_bytes()[..len].to_vec(), position).await,
-        }
-        .map_err(|e| EngineError::glommio(&self.path, e))?;
-        warn_if_slow("write", &self.path, started);
+        };
+        let written =
+            warn_if_slow("write", &self.path, write).await.map_err(|e| EngineError::glommio(&self.path, e))?;
         if written != len {
             return Err(EngineError::io(
                 &self.path,
@@ -176,16 +181,17 @@ impl SegmentFile {
     /// `None` only if glommio still held a reference to it.
     pub(crate) async fn write_whole_at(&self, buf: DmaBuffer, position: u64) -> (Result<()>, Option<DmaBuffer>) {
         let len = buf.len();
-        let started = std::time::Instant::now();
-        let (written, buf) = match &self.inner {
-            Inner::Direct(file) => {
-                let buf = Rc::new(buf);
-                let written = file.write_rc_at(buf.clone(), position).await;
-                (written, Rc::try_unwrap(buf).ok())
+        let write = async {
+            match &self.inner {
+                Inner::Direct(file) => {
+                    let buf = Rc::new(buf);
+                    let written = file.write_rc_at(buf.clone(), position).await;
+                    (written, Rc::try_unwrap(buf).ok())
+                }
+                Inner::Buffered(file) => (file.write_at(buf.as_bytes().to_vec(), position).await, Some(buf)),
             }
-            Inner::Buffered(file) => (file.write_at(buf.as_bytes().to_vec(), position).await, Some(buf)),
         };
-        warn_if_slow("write", &self.path, started);
+        let (written, buf) = warn_if_slow("write", &self.path, write).await;
         let result = match written {
             Ok(written) if written == len => Ok(()),
             Ok(written) => Err(EngineError::io(
@@ -208,13 +214,13 @@ impl SegmentFile {
     }
 
     pub(crate) async fn fdatasync(&self) -> Result<()> {
-        let started = std::time::Instant::now();
-        let result = match &self.inner {
-            Inner::Direct(file) => file.fdatasync().await,
-            Inner::Buffered(file) => file.fdatasync().await,
+        let sync = async {
+            match &self.inner {
+                Inner::Direct(file) => file.fdatasync().await,
+                Inner::Buffered(file) => file.fdatasync().await,
+            }
         };
-        warn_if_slow("fdatasync", &self.path, started);
-        result.map_err(|e| EngineError::glommio(&self.path, e))
+        warn_if_slow("fdatasync", &self.path, sync).await.map_err(|e| EngineError::glommio(&self.path, e))
     }
 
     pub(crate) async fn truncate(&self, size: u64) -> Result<()> {
@@ -227,13 +233,13 @@ impl SegmentFile {
 
     /// Makes the file `size` bytes long with allocated, zero-reading blocks.
     pub(crate) async fn preallocate(&self, size: u64) -> Result<()> {
-        let started = std::time::Instant::now();
-        let result = match &self.inner {
-            Inner::Direct(file) => file.pre_allocate(size, false).await,
-            Inner::Buffered(file) => file.pre_allocate(size, false).await,
+        let allocate = async {
+            match &self.inner {
+                Inner::Direct(file) => file.pre_allocate(size, false).await,
+                Inner::Buffered(file) => file.pre_allocate(size, false).await,
+            }
         };
-        warn_if_slow("fallocate", &self.path, started);
-        result.map_err(|e| EngineError::glommio(&self.path, e))
+        warn_if_slow("fallocate", &self.path, allocate).await.map_err(|e| EngineError::glommio(&self.path, e))
     }
 
     pub(crate) async fn size(&self) -> Result<u64> {
@@ -249,18 +255,7 @@ impl SegmentFile {
 /// its old contents or all of the new ones.
 pub(crate) async fn write_file_atomically(path: &Path, contents: Vec<u8>) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(&tmp)
-        .await
-        .map_err(|e| EngineError::glommio(&tmp, e))?;
-    let len = contents.len();
-    let written = file.write_at(contents, 0).await.map_err(|e| EngineError::glommio(&tmp, e))?;
-    if written != len {
-        return Err(EngineError::io(&tmp, std::io::Error::other("short write")));
-    }
+    let file = write_whole_file(&tmp, contents).await?;
     file.fdatasync().await.map_err(|e| EngineError::glommio(&tmp, e))?;
     file.close().await.map_err(|e| EngineError::glommio(&tmp, e))?;
     glommio::io::rename(&tmp, path).await.map_err(|e| EngineError::glommio(path, e))?;
@@ -271,6 +266,12 @@ pub(crate) async fn write_file_atomically(path: &Path, contents: Vec<u8>) -> Res
 /// crash the file may be missing, empty or torn, so only for files whose
 /// reader checks them (the CRC-framed index files).
 pub(crate) async fn write_file_lazily(path: &Path, contents: Vec<u8>) -> Result<()> {
+    let file = write_whole_file(path, contents).await?;
+    file.close().await.map_err(|e| EngineError::glommio(path, e))
+}
+
+/// Creates (or empties) `path` and writes all of `contents` into it.
+async fn write_whole_file(path: &Path, contents: Vec<u8>) -> Result<BufferedFile> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -283,7 +284,7 @@ pub(crate) async fn write_file_lazily(path: &Path, contents: Vec<u8>) -> Result<
     if written != len {
         return Err(EngineError::io(path, std::io::Error::other("short write")));
     }
-    file.close().await.map_err(|e| EngineError::glommio(path, e))
+    Ok(file)
 }
 
 /// Reads a whole small file, or `None` if it does not exist.

@@ -118,6 +118,14 @@ struct Node {
     queued_batches: usize,
 }
 
+impl Node {
+    /// Whether this broker has something to send at `now_ns`: a closed
+    /// batch, or an open one that has lingered `linger_ns`.
+    fn has_due_batch(&self, now_ns: u64, linger_ns: u64) -> bool {
+        self.queued_batches > 0 || self.oldest_open_ns.is_some_and(|t| now_ns >= t.saturating_add(linger_ns))
+    }
+}
+
 pub struct Producer {
     cli: Arc<Cli>,
     stats: Arc<Stats>,
@@ -402,8 +410,7 @@ impl Producer {
         for n in 0..self.nodes.len() {
             loop {
                 let node = &self.nodes[n];
-                let lingered = node.oldest_open_ns.is_some_and(|t| now_ns >= t.saturating_add(self.linger_ns));
-                if node.queued_batches == 0 && !lingered {
+                if !node.has_due_batch(now_ns, self.linger_ns) {
                     break;
                 }
                 let must_wait = flush_all || self.queued_bytes >= self.cli.buffer_bytes_max;
@@ -423,8 +430,7 @@ impl Producer {
     /// Waits until a broker with a lingered batch has a permit, and sends
     /// its request, or until `until_ns`, whichever comes first.
     async fn wait_for_permit(&mut self, now_ns: u64, until_ns: u64) -> anyhow::Result<()> {
-        let lingered = |node: &Node| node.oldest_open_ns.is_some_and(|t| now_ns >= t.saturating_add(self.linger_ns));
-        let Some(n) = self.nodes.iter().position(|node| node.queued_batches > 0 || lingered(node)) else {
+        let Some(n) = self.nodes.iter().position(|node| node.has_due_batch(now_ns, self.linger_ns)) else {
             return Ok(());
         };
         let permits = self.nodes[n].permits.clone();
