@@ -818,22 +818,30 @@ impl PartitionLog {
         self.shared.state.borrow().rounds.iter().any(|r| r.id == id && r.outcome.is_none())
     }
 
-    /// Retires the oldest round once all its writes completed: its batches
-    /// count as written, an fsync follows if the policy wants one, and the
-    /// segments it finished are sealed.
+    /// Retires the oldest round once all its writes completed, with every
+    /// finished round after it: their batches count as written, an fsync
+    /// follows if the policy wants one, and the segments they finished are
+    /// sealed. Retiring the finished rounds together lets one fsync cover
+    /// them all: with `FlushPolicy::Always` and small appends (a
+    /// coordinator's log) several rounds finish while an fsync runs, and
+    /// an fsync each would make the last appender wait for all of them.
     async fn retire_round(&self) -> Result<()> {
         let (seals, sync) = {
             let mut state = self.shared.state.borrow_mut();
-            let round = state.rounds.pop_front().expect("a round to retire");
-            let files = round.outcome.expect("a finished round")?;
-            for file in files {
-                if !state.unsynced.iter().any(|f| Rc::ptr_eq(f, &file)) {
-                    state.unsynced.push(file);
+            let mut seals = Vec::new();
+            while state.rounds.front().is_some_and(|round| round.outcome.is_some()) {
+                let round = state.rounds.pop_front().expect("checked");
+                let files = round.outcome.expect("checked")?;
+                for file in files {
+                    if !state.unsynced.iter().any(|f| Rc::ptr_eq(f, &file)) {
+                        state.unsynced.push(file);
+                    }
                 }
+                state.written_offset = round.end_offset;
+                seals.extend(round.seals);
             }
-            state.written_offset = round.end_offset;
-            let sync = fsync_due(&state) || !round.seals.is_empty();
-            (round.seals, sync)
+            let sync = fsync_due(&state) || !seals.is_empty();
+            (seals, sync)
         };
         // Batches this round wrote have become evictable.
         self.shared.resources.shrink_tail_caches();

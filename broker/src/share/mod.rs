@@ -19,6 +19,8 @@
 //!   `<partition dir>/share-state/`, replayed when first used.
 //! - [`share_partition`]: [`SharePartition`], one (group, partition):
 //!   acquire, acknowledge, lock expiry, member release, admin operations.
+//! - `read_ahead`: how a share-partition reads the log for acquisitions
+//!   (reads sized for several, kept, and the next one prefetched).
 //! - [`registry`]: [`SharePartitions`], the per-shard registry on `Shard`,
 //!   and the lock-expiry sweep.
 //!
@@ -31,6 +33,7 @@
 //! acknowledge, admin) answer only once their delta is durable.
 
 pub mod log;
+mod read_ahead;
 pub mod records;
 pub mod registry;
 mod schema;

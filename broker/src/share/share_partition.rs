@@ -24,17 +24,14 @@ use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
 use bytes::Bytes;
-use protocol::record_batch;
 use protocol::ErrorCode;
 use uuid::Uuid;
 
 use super::log::ShareStateLog;
+use super::read_ahead::Reader;
 use super::records::{SharePartitionRecord, ShareRecord};
-use super::state::{
-    AckBatch, AckError, AcquireLimits, AcquiredRange, BatchInfo, BatchKind, MemberId, ShareState, StateRange,
-};
+use super::state::{AckBatch, AckError, AcquireLimits, AcquiredRange, BatchInfo, MemberId, ShareState, StateRange};
 use super::ShareSettings;
-use crate::aborted_index::AbortedTxn;
 use crate::partition::{IsolationLevel, Partition};
 
 /// The answer for one partition of a ShareFetch.
@@ -131,34 +128,13 @@ pub struct SharePartition {
     /// The settings of the latest call, for the lock-expiry sweep.
     settings: Cell<ShareSettings>,
     deleted: Cell<bool>,
-    /// Bytes per record in the last read, to size the next one (see
-    /// [`read_bytes`]); 0 before the first.
-    bytes_per_record: Cell<f64>,
+    /// Reads the partition's log for acquisitions.
+    reader: Reader,
     /// One acquisition reads the log at a time: concurrent ones would read
     /// the same first available offset and all but one find those records
     /// taken. Held from choosing the offset to applying the acquisition,
     /// not across its durable write, so the next read overlaps the fsync.
     acquiring: glommio::sync::Semaphore,
-}
-
-/// The first read of a share-partition, before its record size is known.
-const FIRST_READ_BYTES: usize = 1 << 20;
-/// The smallest read.
-const READ_BYTES_MIN: usize = 16 << 10;
-
-/// How many bytes an acquisition of `max_records` reads: ShareFetch v1 has
-/// only a request-wide MaxBytes (50 MiB from librdkafka), and the log read
-/// copies what it returns, so reading up to MaxBytes to acquire a few
-/// hundred records spent the broker's time copying data it then dropped.
-/// Twice the records' expected size, from the last read's bytes per
-/// record, within [`READ_BYTES_MIN`] and `max_bytes`.
-fn read_bytes(bytes_per_record: f64, max_records: usize, max_bytes: usize) -> usize {
-    let wanted = if bytes_per_record > 0.0 {
-        (bytes_per_record * max_records as f64 * 2.0).min(usize::MAX as f64) as usize
-    } else {
-        FIRST_READ_BYTES
-    };
-    wanted.max(READ_BYTES_MIN).min(max_bytes.max(1))
 }
 
 impl SharePartition {
@@ -170,13 +146,13 @@ impl SharePartition {
     ) -> SharePartition {
         SharePartition {
             group_id,
+            reader: Reader::new(partition.clone()),
             partition,
             log,
             state: RefCell::new(state),
             changes: Changes::default(),
             settings: Cell::new(ShareSettings::default()),
             deleted: Cell::new(false),
-            bytes_per_record: Cell::new(0.0),
             acquiring: glommio::sync::Semaphore::new(1),
         }
     }
@@ -313,24 +289,16 @@ impl SharePartition {
             }
             (available.unwrap_or(state.end_offset()), state.state_epoch())
         };
-        let read = read_bytes(self.bytes_per_record.get(), max_records, max_bytes);
-        let fetched = self.partition.fetch(fetch_offset, read, settings.isolation).await;
-        match fetched.error {
-            None => {}
+        let read = match self.reader.read(fetch_offset, max_records, max_bytes, settings.isolation).await {
+            Ok(read) => read,
             // The log start passed the offset meanwhile: the next call moves up.
-            Some(ErrorCode::OffsetOutOfRange) => return ShareFetchPartition::empty(&self.partition),
-            Some(error) => return ShareFetchPartition::error(error),
-        }
+            Err(ErrorCode::OffsetOutOfRange) => return ShareFetchPartition::empty(&self.partition),
+            Err(error) => return ShareFetchPartition::error(error),
+        };
         if self.deleted.get() || self.state.borrow().state_epoch() != state_epoch {
             return ShareFetchPartition::empty(&self.partition);
         }
-        let records = fetched.records.clone().unwrap_or_default();
-        let batches = classify(&records, fetched.aborted_transactions.as_deref());
-        let infos: Vec<BatchInfo> = batches.iter().map(|(info, _, _)| *info).collect();
-        let records_read: i64 = infos.iter().map(|info| info.last_offset - info.base_offset + 1).sum();
-        if records_read > 0 {
-            self.bytes_per_record.set(records.len() as f64 / records_read as f64);
-        }
+        let infos: Vec<BatchInfo> = read.batches().iter().map(|batch| batch.info).collect();
         let limits = AcquireLimits {
             max_records,
             max_in_flight: settings.partition_max_record_locks,
@@ -352,12 +320,9 @@ impl SharePartition {
             }
         }
         ShareFetchPartition {
-            error: None,
-            records: slice_acquired(&records, &batches, &acquired),
+            records: read.slice_acquired(&acquired),
             acquired,
-            high_watermark: fetched.high_watermark,
-            last_stable_offset: fetched.last_stable_offset,
-            log_start_offset: fetched.log_start_offset,
+            ..ShareFetchPartition::empty(&self.partition)
         }
     }
 
@@ -526,6 +491,7 @@ impl SharePartition {
     pub async fn delete(&self) -> Result<(), ErrorCode> {
         let log = self.usable()?;
         self.deleted.set(true);
+        self.reader.clear();
         log.remove_group(&self.group_id);
         self.changes.notify();
         log.write(ShareRecord::Deleted { group: self.group_id.to_string() }).await
@@ -534,65 +500,7 @@ impl SharePartition {
     /// Marks the handle dead (its partition's log closed or removed).
     pub(crate) fn retire(&self) {
         self.deleted.set(true);
+        self.reader.clear();
         self.changes.notify();
-    }
-}
-
-/// Each fetched batch's offsets and kind, with its byte range in `records`.
-/// read_committed (`aborted` is `Some`): a transactional batch of a
-/// producer whose aborted transaction started at or before it, and has not
-/// yet met that producer's marker, is Aborted (Kafka's consumer rule).
-fn classify(records: &Bytes, aborted: Option<&[AbortedTxn]>) -> Vec<(BatchInfo, usize, usize)> {
-    let mut pending: Vec<AbortedTxn> = aborted.map(<[AbortedTxn]>::to_vec).unwrap_or_default();
-    pending.sort_by_key(|txn| std::cmp::Reverse(txn.first_offset));
-    let mut aborted_producers: Vec<i64> = Vec::new();
-    let mut batches = Vec::new();
-    let mut position = 0usize;
-    for batch in record_batch::batches(records.clone(), usize::MAX) {
-        // What the log serves was validated when written; stop at anything else.
-        let Ok(batch) = batch else { break };
-        let (start, end) = (position, position + batch.bytes().len());
-        position = end;
-        while pending.last().is_some_and(|txn| txn.first_offset <= batch.last_offset()) {
-            aborted_producers.push(pending.pop().expect("checked").producer_id);
-        }
-        let kind = if batch.is_control() {
-            // The marker that ended the producer's aborted transaction.
-            aborted_producers.retain(|producer| *producer != batch.producer_id());
-            BatchKind::Control
-        } else if aborted.is_some() && batch.is_transactional() && aborted_producers.contains(&batch.producer_id()) {
-            BatchKind::Aborted
-        } else {
-            BatchKind::Data
-        };
-        let info = BatchInfo { base_offset: batch.base_offset(), last_offset: batch.last_offset(), kind };
-        batches.push((info, start, end));
-    }
-    batches
-}
-
-/// The run of fetched batches from the first to the last holding an
-/// acquired offset (zero-copy; batches between that hold none are kept).
-fn slice_acquired(records: &Bytes, batches: &[(BatchInfo, usize, usize)], acquired: &[AcquiredRange]) -> Option<Bytes> {
-    let (first, last) = (acquired.first()?.first_offset, acquired.last()?.last_offset);
-    let start = batches.iter().find(|(info, _, _)| info.last_offset >= first)?.1;
-    let end = batches.iter().rev().find(|(info, _, _)| info.base_offset <= last)?.2;
-    (start < end).then(|| records.slice(start..end))
-}
-
-#[cfg(test)]
-mod read_size_tests {
-    use super::*;
-
-    #[test]
-    fn reads_are_sized_by_the_records_wanted_not_the_request_max() {
-        // Proves the acquisition read: 1 MiB before the record size is
-        // known, then twice max_records at the last read's bytes per record,
-        // never below 16 KiB nor above max_bytes.
-        let max = 50 << 20;
-        assert_eq!(read_bytes(0.0, 500, max), 1 << 20);
-        assert_eq!(read_bytes(1100.0, 500, max), 1_100_000);
-        assert_eq!(read_bytes(10.0, 100, max), 16 << 10);
-        assert_eq!(read_bytes(1100.0, 500, 4096), 4096);
     }
 }

@@ -518,3 +518,52 @@ fn records_deleted_below_the_log_start_leave_the_window() {
         assert_eq!(fetched.acquired, vec![range(4, 5, 1)], "3 lies below the log start too");
     });
 }
+
+#[test]
+fn acquisitions_take_batches_from_one_read_and_each_record_once() {
+    // Proves the read-ahead: members taking a few records each, one after
+    // another, get every record exactly once and in log order (whole
+    // batches, from kept reads and prefetches), while the share-partition
+    // reads the log far less often than once per acquisition; a record
+    // released back below the end is acquired again from the kept read.
+    let dir = tempfile::tempdir().unwrap();
+    with_shard(dir.path(), End::Clean, |shard, partition| async move {
+        let value = vec![b'v'; 1000];
+        for _ in 0..400 {
+            let mut builder = RecordBatchBuilder::new(Codec::None);
+            for _ in 0..5 {
+                builder.push(now_ms(), None, Some(&value), &[]);
+            }
+            produce_batch(&partition, builder.build().unwrap()).await;
+        }
+        let settings = ShareSettings { partition_max_record_locks: 10_000, ..earliest() };
+        let share = shard.share.get_or_open(&shard, "g", &partition, &settings).await.unwrap();
+        let reads_before = partition.log.stats().cache_reads + partition.log.stats().disk_reads;
+        let mut next = 0;
+        let mut acquisitions = 0;
+        while next < 2000 {
+            let member = ["a", "b", "c"][acquisitions % 3];
+            let fetched = share.acquire(member, 1 << 20, 10, &settings, now_ms()).await;
+            acquisitions += 1;
+            assert_eq!(fetched.error, None);
+            assert_eq!(fetched.acquired.first().map(|r| r.first_offset), Some(next), "in log order, none skipped");
+            let last = fetched.acquired.last().unwrap().last_offset;
+            assert_eq!(fetched.acquired, vec![range(next, last, 1)]);
+            assert_eq!(bases(&fetched).first(), Some(&next), "the answer starts at the first acquired batch");
+            share.acknowledge(member, &[ack(next, last, &[ack_type::ACCEPT])], &settings, now_ms()).await.unwrap();
+            next = last + 1;
+        }
+        let reads = partition.log.stats().cache_reads + partition.log.stats().disk_reads - reads_before;
+        assert!(reads * 2 <= acquisitions as u64, "{reads} log reads for {acquisitions} acquisitions");
+        assert!(share.acquire("a", 1 << 20, 10, &settings, now_ms()).await.acquired.is_empty(), "nothing twice");
+
+        produce(&partition, 5).await; // 2000..=2004
+        produce(&partition, 5).await; // 2005..=2009
+        let first = share.acquire("a", 1 << 20, 10, &settings, now_ms()).await;
+        assert_eq!(first.acquired, vec![range(2000, 2009, 1)]);
+        share.acknowledge("a", &[ack(2002, 2002, &[ack_type::RELEASE])], &settings, now_ms()).await.unwrap();
+        let again = share.acquire("b", 1 << 20, 10, &settings, now_ms()).await;
+        assert_eq!(again.acquired, vec![range(2002, 2002, 2)]);
+        assert_eq!(bases(&again), vec![2000], "the batch holding the released record");
+    });
+}
