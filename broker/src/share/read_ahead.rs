@@ -151,8 +151,7 @@ impl Reader {
         max_bytes: usize,
         isolation: IsolationLevel,
     ) -> Result<Read, ErrorCode> {
-        if let Some(read) = self.kept_from(offset, isolation) {
-            self.prefetch_after_kept(max_records, max_bytes);
+        if let Some(read) = self.kept(offset, max_records, max_bytes, isolation) {
             return Ok(read);
         }
         let prefetched = {
@@ -186,6 +185,13 @@ impl Reader {
         *self.kept.borrow_mut() = Some(Kept { isolation, records: records.clone(), batches: batches.clone() });
         self.prefetch_after_kept(max_records, max_bytes);
         Ok(Read { records, batches, first: 0 })
+    }
+
+    /// [`Self::read`] when the kept read holds `offset`: no I/O, no await.
+    pub fn kept(&self, offset: i64, max_records: usize, max_bytes: usize, isolation: IsolationLevel) -> Option<Read> {
+        let read = self.kept_from(offset, isolation)?;
+        self.prefetch_after_kept(max_records, max_bytes);
+        Some(read)
     }
 
     /// Drops what was read (the share-partition's handle is dead).

@@ -130,11 +130,33 @@ pub struct SharePartition {
     deleted: Cell<bool>,
     /// Reads the partition's log for acquisitions.
     reader: Reader,
-    /// One acquisition reads the log at a time: concurrent ones would read
+    /// Set while one acquisition reads the log. Concurrent ones would read
     /// the same first available offset and all but one find those records
-    /// taken. Held from choosing the offset to applying the acquisition,
-    /// not across its durable write, so the next read overlaps the fsync.
-    acquiring: glommio::sync::Semaphore,
+    /// taken, so they wait for `read_finished` instead and then take from
+    /// the read. An acquisition that the kept read serves does no I/O and
+    /// waits for nobody: it chooses its offset and applies the acquisition
+    /// in one synchronous step.
+    reading: Cell<bool>,
+    read_finished: Changes,
+}
+
+/// Marks a share-partition's log read in progress; dropping it (the read
+/// finished, or the acquisition was cancelled) wakes the acquisitions
+/// waiting for it.
+struct ReadInProgress<'a>(&'a SharePartition);
+
+impl<'a> ReadInProgress<'a> {
+    fn start(share_partition: &'a SharePartition) -> ReadInProgress<'a> {
+        share_partition.reading.set(true);
+        ReadInProgress(share_partition)
+    }
+}
+
+impl Drop for ReadInProgress<'_> {
+    fn drop(&mut self) {
+        self.0.reading.set(false);
+        self.0.read_finished.notify();
+    }
 }
 
 impl SharePartition {
@@ -153,7 +175,8 @@ impl SharePartition {
             changes: Changes::default(),
             settings: Cell::new(ShareSettings::default()),
             deleted: Cell::new(false),
-            acquiring: glommio::sync::Semaphore::new(1),
+            reading: Cell::new(false),
+            read_finished: Changes::default(),
         }
     }
 
@@ -277,27 +300,41 @@ impl SharePartition {
         if let Err(error) = self.expire_with(&log, settings.delivery_count_limit, now_ms).await {
             return ShareFetchPartition::error(error);
         }
-        let Ok(turn) = self.acquiring.acquire_permit(1).await else {
-            return ShareFetchPartition::error(ErrorCode::NotLeaderOrFollower);
-        };
-        let (fetch_offset, state_epoch) = {
-            let state = self.state.borrow();
-            let available = state.first_available_offset();
-            let full = state.in_flight() >= settings.partition_max_record_locks as i64;
-            if max_records == 0 || (available.is_none() && full) {
+        let (read, fetch_offset) = loop {
+            let (fetch_offset, state_epoch) = {
+                let state = self.state.borrow();
+                let available = state.first_available_offset();
+                let full = state.in_flight() >= settings.partition_max_record_locks as i64;
+                if max_records == 0 || (available.is_none() && full) {
+                    return ShareFetchPartition::empty(&self.partition);
+                }
+                (available.unwrap_or(state.end_offset()), state.state_epoch())
+            };
+            if let Some(read) = self.reader.kept(fetch_offset, max_records, max_bytes, settings.isolation) {
+                break (read, fetch_offset);
+            }
+            if self.reading.get() {
+                let generation = self.read_finished.generation.get();
+                self.read_finished.after(generation).await;
+                if self.deleted.get() {
+                    return ShareFetchPartition::empty(&self.partition);
+                }
+                continue;
+            }
+            let _reading = ReadInProgress::start(self);
+            let read = match self.reader.read(fetch_offset, max_records, max_bytes, settings.isolation).await {
+                Ok(read) => read,
+                // The log start passed the offset meanwhile: the next call moves up.
+                Err(ErrorCode::OffsetOutOfRange) => return ShareFetchPartition::empty(&self.partition),
+                Err(error) => return ShareFetchPartition::error(error),
+            };
+            if self.deleted.get() || self.state.borrow().state_epoch() != state_epoch {
                 return ShareFetchPartition::empty(&self.partition);
             }
-            (available.unwrap_or(state.end_offset()), state.state_epoch())
+            // The waiters wake once this task yields, after the acquisition
+            // below is applied.
+            break (read, fetch_offset);
         };
-        let read = match self.reader.read(fetch_offset, max_records, max_bytes, settings.isolation).await {
-            Ok(read) => read,
-            // The log start passed the offset meanwhile: the next call moves up.
-            Err(ErrorCode::OffsetOutOfRange) => return ShareFetchPartition::empty(&self.partition),
-            Err(error) => return ShareFetchPartition::error(error),
-        };
-        if self.deleted.get() || self.state.borrow().state_epoch() != state_epoch {
-            return ShareFetchPartition::empty(&self.partition);
-        }
         let infos: Vec<BatchInfo> = read.batches().iter().map(|batch| batch.info).collect();
         let limits = AcquireLimits {
             max_records,
@@ -312,7 +349,6 @@ impl SharePartition {
             let delta = (!changes.is_empty()).then(|| self.delta(&state, changes));
             (acquired, delta)
         };
-        drop(turn);
         if let Some(delta) = delta {
             if let Err(error) = log.write(delta).await {
                 // The records stay Acquired until their locks lapse.

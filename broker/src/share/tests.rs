@@ -567,3 +567,30 @@ fn acquisitions_take_batches_from_one_read_and_each_record_once() {
         assert_eq!(bases(&again), vec![2000], "the batch holding the released record");
     });
 }
+
+#[test]
+fn concurrent_acquisitions_wait_for_one_read_and_take_different_records() {
+    // Proves that acquisitions arriving while another reads the log wait
+    // for that read instead of reading the same offset again, and then
+    // take the records after the ones it took: no record twice, none
+    // skipped, and one log read for all of them.
+    let dir = tempfile::tempdir().unwrap();
+    with_shard(dir.path(), End::Clean, |shard, partition| async move {
+        for _ in 0..6 {
+            produce(&partition, 5).await;
+        }
+        let settings = earliest();
+        let share = shard.share.get_or_open(&shard, "g", &partition, &settings).await.unwrap();
+        let reads_before = partition.log.stats().cache_reads + partition.log.stats().disk_reads;
+        let (a, b, c) = futures::join!(
+            share.acquire("a", 1 << 20, 10, &settings, now_ms()),
+            share.acquire("b", 1 << 20, 10, &settings, now_ms()),
+            share.acquire("c", 1 << 20, 10, &settings, now_ms()),
+        );
+        assert_eq!(a.acquired, vec![range(0, 9, 1)]);
+        assert_eq!(b.acquired, vec![range(10, 19, 1)]);
+        assert_eq!(c.acquired, vec![range(20, 29, 1)]);
+        let reads = partition.log.stats().cache_reads + partition.log.stats().disk_reads - reads_before;
+        assert_eq!(reads, 1, "the waiting acquisitions took from the first one's read");
+    });
+}
