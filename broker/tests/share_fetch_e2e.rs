@@ -50,29 +50,35 @@ fn setup(name: &str, records: usize) -> Setup {
     let producer = producer(&broker, &[]);
     let values: Vec<(Option<Vec<u8>>, Vec<u8>)> = (0..records).map(|i| (None, format!("v{i}").into_bytes())).collect();
     produce_all(&producer, name, Some(0), &values);
+    let (member, topic_id) = join(&broker, &group, name);
+    Setup { broker, _config: config_dir, group, member, topic_id }
+}
+
+/// A new member joins `group` subscribed to `topic`; returns its id and
+/// the topic id once it is assigned the partition.
+fn join(broker: &Broker, group: &str, topic: &str) -> (String, Uuid) {
     let member = Uuid::new_v4().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut epoch = 0;
-    let topic_id = loop {
+    loop {
         let mut heartbeat = ShareGroupHeartbeatRequest::default();
-        heartbeat.group_id = GroupId(StrBytes::from_string(group.clone()));
+        heartbeat.group_id = GroupId(StrBytes::from_string(group.to_owned()));
         heartbeat.member_id = StrBytes::from_string(member.clone());
         heartbeat.member_epoch = epoch;
-        heartbeat.subscribed_topic_names = (epoch == 0).then(|| vec![TopicName(StrBytes::from_string(name.into()))]);
+        heartbeat.subscribed_topic_names = (epoch == 0).then(|| vec![TopicName(StrBytes::from_string(topic.into()))]);
         let ResponseKind::ShareGroupHeartbeat(answer) =
-            raw_call(&broker, ApiKey::ShareGroupHeartbeat, 1, RequestKind::ShareGroupHeartbeat(heartbeat))
+            raw_call(broker, ApiKey::ShareGroupHeartbeat, 1, RequestKind::ShareGroupHeartbeat(heartbeat))
         else {
             panic!("not a heartbeat answer")
         };
         assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
         epoch = answer.member_epoch;
         if let Some(topic) = answer.assignment.and_then(|a| a.topic_partitions.into_iter().next()) {
-            break topic.topic_id;
+            return (member, topic.topic_id);
         }
         assert!(Instant::now() < deadline, "no assignment");
         std::thread::sleep(Duration::from_millis(200));
-    };
-    Setup { broker, _config: config_dir, group, member, topic_id }
+    }
 }
 
 fn batch(first: i64, last: i64, ack_type: i8) -> share_fetch_request::AcknowledgementBatch {
@@ -321,4 +327,35 @@ fn share_group_offsets_describe_alter_delete() {
     assert_eq!(delete_offsets(&s, "share-admin"), 0);
     assert_eq!(describe_start_offset(&s, "share-admin"), (0, -1));
     assert_eq!(delete_offsets(&s, "no-such-topic"), 3);
+}
+
+#[test]
+fn a_closing_acknowledgement_after_the_leave_heartbeat_still_counts() {
+    // Proves that a member's last acknowledgements (ShareAcknowledge at
+    // epoch -1) are applied when its leave heartbeat was handled first, as
+    // librdkafka sends both at once on two connections: the accepted
+    // records are never delivered again. And that a member that left
+    // without a closing request has its records released after the grace
+    // period, to the next member, with the delivery counted.
+    let s = setup("share-leave", 4);
+    let opened = share_fetch(&s, &s.member, 0, vec![], 5000);
+    assert_eq!(acquired(&opened), vec![(0, 3, 1)]);
+    leave(&s);
+    let closed = share_acknowledge(&s, -1, 0, 1, 1);
+    assert_eq!(closed.error_code, 0, "{:?}", closed.error_message);
+    assert_eq!(closed.responses[0].partitions[0].error_code, 0);
+    assert_eq!(describe_start_offset(&s, "share-leave").1, 2, "0 and 1 accepted");
+
+    let (next, _) = join(&s.broker, &s.group, "share-leave");
+    let released = share_fetch(&s, &next, 0, vec![], 5000);
+    assert_eq!(acquired(&released), vec![(2, 3, 2)], "the closing request released what it did not accept");
+
+    // The next member leaves holding 2..=3 and sends no closing request.
+    let s = Setup { member: next, ..s };
+    leave(&s);
+    let (last, _) = join(&s.broker, &s.group, "share-leave");
+    let started = Instant::now();
+    let again = share_fetch(&s, &last, 0, vec![], 15_000);
+    assert_eq!(acquired(&again), vec![(2, 3, 3)]);
+    assert!(started.elapsed() >= Duration::from_secs(4), "held for the closing request first");
 }

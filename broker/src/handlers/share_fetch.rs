@@ -39,7 +39,7 @@ use uuid::Uuid;
 use super::share_session::FetchContext;
 use super::str_bytes;
 use crate::group::coordinator_shard;
-use crate::group::share::{share_member_assignment, ShareMemberGone};
+use crate::group::share::{share_member_assignment, GoneReason, ShareMemberGone};
 use crate::group::share_config::{self, ShareGroupSettings};
 use crate::partition::{now_ms, IsolationLevel};
 use crate::shard::{PartitionKey, Shard};
@@ -504,15 +504,43 @@ pub(super) async fn release_member_everywhere(shard: &Rc<Shard>, group_id: &str,
         .await;
 }
 
+/// How long a member that left (heartbeat at epoch -1) has for its
+/// closing ShareAcknowledge or ShareFetch before its session is dropped
+/// and its records released anyway.
+const LEFT_MEMBER_SESSION_GRACE: Duration = Duration::from_secs(5);
+
 /// Registers, on `shard` (as coordinator), what a departed share member
-/// leaves behind: its share session is dropped at once and its acquired
-/// records released on every shard (Kafka's `ShareGroupListener`).
+/// leaves behind: its share session is dropped and its acquired records
+/// released on every shard (Kafka's `ShareGroupListener`).
+///
+/// An evicted member's session and records go at once. A member that left
+/// is closing: librdkafka sends the leave heartbeat on the coordinator's
+/// connection and its last acknowledgements (ShareAcknowledge at epoch -1)
+/// on the leader's, at the same time, in either order. Releasing at the
+/// leave refused those acknowledgements, or overtook them while they were
+/// applied, and records the consumer had accepted were delivered again.
+/// So for a member that left, the closing request does it (it applies the
+/// acknowledgements, closes the session and releases the rest); after
+/// [`LEFT_MEMBER_SESSION_GRACE`] the session, if still open, is dropped
+/// and the records released all the same, unless the member joined again.
 pub fn register_member_gone_listener(shard: &Rc<Shard>) {
     let weak: Weak<Shard> = Rc::downgrade(shard);
     shard.groups.add_share_member_gone_listener(Rc::new(move |gone: &ShareMemberGone| {
         let Some(shard) = weak.upgrade() else { return };
-        shard.share_sessions.borrow_mut().remove(&gone.group_id, &gone.member_id);
         let (group_id, member_id) = (gone.group_id.clone(), gone.member_id.clone());
-        glommio::spawn_local(async move { release_member_everywhere(&shard, &group_id, &member_id).await }).detach();
+        let left = gone.reason == GoneReason::Left;
+        glommio::spawn_local(async move {
+            if left {
+                let stop = std::pin::pin!(shard.stopping.wait());
+                let _ = select(std::pin::pin!(glommio::timer::sleep(LEFT_MEMBER_SESSION_GRACE)), stop).await;
+                // Joined again meanwhile (same member id): nothing is left behind.
+                if check_member(&shard, &group_id, &member_id).is_ok() {
+                    return;
+                }
+            }
+            shard.share_sessions.borrow_mut().remove(&group_id, &member_id);
+            release_member_everywhere(&shard, &group_id, &member_id).await;
+        })
+        .detach();
     }));
 }
