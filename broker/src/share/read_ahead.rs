@@ -15,10 +15,12 @@
 //! stable offset, so a kept batch is what a new read would return. The
 //! acquisition still decides from the share state which records may be
 //! taken. Memory: at most two reads per share-partition, each at most
-//! [`READ_BYTES_MAX`], dropped once the window passes them.
+//! [`READ_BYTES_MAX`], dropped once the window passes them or when no
+//! acquisition used them for a second (the lock-expiry sweep).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::record_batch;
@@ -131,11 +133,19 @@ pub struct Reader {
     bytes_per_record: Cell<f64>,
     kept: RefCell<Option<Kept>>,
     next: RefCell<Option<Prefetch>>,
+    /// When an acquisition last asked for batches.
+    last_used: Cell<Instant>,
 }
 
 impl Reader {
     pub fn new(partition: Rc<Partition>) -> Reader {
-        Reader { partition, bytes_per_record: Cell::new(0.0), kept: RefCell::new(None), next: RefCell::new(None) }
+        Reader {
+            partition,
+            bytes_per_record: Cell::new(0.0),
+            kept: RefCell::new(None),
+            next: RefCell::new(None),
+            last_used: Cell::new(Instant::now()),
+        }
     }
 
     /// The log's batches from the one holding `offset` on, visible at
@@ -189,12 +199,27 @@ impl Reader {
 
     /// [`Self::read`] when the kept read holds `offset`: no I/O, no await.
     pub fn kept(&self, offset: i64, max_records: usize, max_bytes: usize, isolation: IsolationLevel) -> Option<Read> {
+        self.last_used.set(Instant::now());
         let read = self.kept_from(offset, isolation)?;
         self.prefetch_after_kept(max_records, max_bytes);
         Some(read)
     }
 
-    /// Drops what was read (the share-partition's handle is dead).
+    /// Bytes of the kept read (a running prefetch's are not known yet).
+    pub fn kept_bytes(&self) -> usize {
+        self.kept.borrow().as_ref().map_or(0, |kept| kept.records.len())
+    }
+
+    /// Drops what was read when no acquisition asked for batches for
+    /// `idle`: the consumers stopped or caught up, and an idle
+    /// share-partition should not hold megabytes of the log.
+    pub fn drop_if_idle(&self, idle: Duration) {
+        if self.last_used.get().elapsed() >= idle {
+            self.clear();
+        }
+    }
+
+    /// Drops what was read (the share-partition's handle is dead, or idle).
     pub fn clear(&self) {
         self.kept.borrow_mut().take();
         if let Some(prefetch) = self.next.borrow_mut().take() {

@@ -30,6 +30,9 @@ use crate::shard::{PartitionKey, Shard};
 /// lock holds its records beyond its deadline when nobody fetches.
 pub const LOCK_SWEEP_INTERVAL_MS: u64 = 100;
 
+/// How long a share-partition keeps its read-ahead without acquisitions.
+const READ_AHEAD_IDLE: Duration = Duration::from_secs(1);
+
 pub struct SharePartitions {
     inner: Rc<Registry>,
 }
@@ -220,6 +223,9 @@ impl Registry {
     async fn sweep(&self, now_ms: i64) {
         let share_partitions: Vec<Rc<SharePartition>> =
             self.logs.borrow().values().flat_map(|log| log.groups()).collect();
+        for share_partition in &share_partitions {
+            share_partition.drop_idle_read_ahead(READ_AHEAD_IDLE);
+        }
         // Each expiry changes its state and hands its delta to the log in
         // its first poll, so all of them are placed in this order.
         let expiries = share_partitions.iter().map(|share_partition| share_partition.expire_locks(now_ms));

@@ -533,6 +533,17 @@ impl SharePartition {
         log.write(ShareRecord::Deleted { group: self.group_id.to_string() }).await
     }
 
+    /// Bytes of the log this share-partition holds read ahead.
+    pub fn read_ahead_bytes(&self) -> usize {
+        self.reader.kept_bytes()
+    }
+
+    /// Drops the read-ahead when no acquisition used it for `idle` (the
+    /// lock-expiry sweep calls this).
+    pub fn drop_idle_read_ahead(&self, idle: std::time::Duration) {
+        self.reader.drop_if_idle(idle);
+    }
+
     /// Marks the handle dead (its partition's log closed or removed).
     pub(crate) fn retire(&self) {
         self.deleted.set(true);

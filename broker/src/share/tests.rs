@@ -524,8 +524,9 @@ fn acquisitions_take_batches_from_one_read_and_each_record_once() {
     // Proves the read-ahead: members taking a few records each, one after
     // another, get every record exactly once and in log order (whole
     // batches, from kept reads and prefetches), while the share-partition
-    // reads the log far less often than once per acquisition; a record
-    // released back below the end is acquired again from the kept read.
+    // reads the log far less often than once per acquisition; the kept
+    // read is dropped once idle; a record released back below the end is
+    // acquired again.
     let dir = tempfile::tempdir().unwrap();
     with_shard(dir.path(), End::Clean, |shard, partition| async move {
         let value = vec![b'v'; 1000];
@@ -555,6 +556,11 @@ fn acquisitions_take_batches_from_one_read_and_each_record_once() {
         }
         let reads = partition.log.stats().cache_reads + partition.log.stats().disk_reads - reads_before;
         assert!(reads * 2 <= acquisitions as u64, "{reads} log reads for {acquisitions} acquisitions");
+        assert!(share.read_ahead_bytes() > 0, "the last read is kept");
+        share.drop_idle_read_ahead(std::time::Duration::from_secs(3600));
+        assert!(share.read_ahead_bytes() > 0, "kept while in use");
+        share.drop_idle_read_ahead(std::time::Duration::ZERO);
+        assert_eq!(share.read_ahead_bytes(), 0, "an idle share-partition holds no read");
         assert!(share.acquire("a", 1 << 20, 10, &settings, now_ms()).await.acquired.is_empty(), "nothing twice");
 
         produce(&partition, 5).await; // 2000..=2004
