@@ -538,8 +538,13 @@ pub fn register_member_gone_listener(shard: &Rc<Shard>) {
                     return;
                 }
             }
-            shard.share_sessions.borrow_mut().remove(&group_id, &member_id);
-            release_member_everywhere(&shard, &group_id, &member_id).await;
+            let had_session = shard.share_sessions.borrow_mut().remove(&group_id, &member_id);
+            // Records are acquired only through a session, and the request
+            // that closes one releases them: a member that left without a
+            // session left nothing to release.
+            if had_session || !left {
+                release_member_everywhere(&shard, &group_id, &member_id).await;
+            }
         })
         .detach();
     }));

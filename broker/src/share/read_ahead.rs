@@ -97,10 +97,15 @@ struct Kept {
 impl Kept {
     /// The index of the batch holding `offset`, when this read holds it.
     fn batch_holding(&self, offset: i64, isolation: IsolationLevel) -> Option<usize> {
-        if self.isolation != isolation || self.batches.first()?.info.base_offset > offset {
+        if self.isolation != isolation || self.starts_after(offset) {
             return None;
         }
         self.batches.iter().position(|batch| batch.info.last_offset >= offset)
+    }
+
+    /// Whether the read begins above `offset`.
+    fn starts_after(&self, offset: i64) -> bool {
+        self.batches.first().is_some_and(|batch| batch.info.base_offset > offset)
     }
 
     /// The offset after the read's last batch.
@@ -125,7 +130,8 @@ impl Prefetch {
 }
 
 /// Reads one partition's log for one share-partition's acquisitions. The
-/// share-partition calls [`Reader::read`] for one acquisition at a time.
+/// share-partition asks [`Reader::kept`] first and calls [`Reader::read`]
+/// when it has nothing, for one acquisition at a time.
 pub struct Reader {
     partition: Rc<Partition>,
     /// Bytes per record in the last read, to size the next one; 0 before
@@ -149,11 +155,13 @@ impl Reader {
     }
 
     /// The log's batches from the one holding `offset` on, visible at
-    /// `isolation`: from the kept read when it holds `offset` (no I/O),
-    /// else from the prefetch when it starts there, else from a new read
-    /// of up to `max_bytes` sized for `max_records`. Starts the prefetch of
-    /// what follows. `Err(OffsetOutOfRange)` when the log start passed
-    /// `offset`.
+    /// `isolation`, when [`Self::kept`] had none: from the prefetch when it
+    /// starts there, else from a new read of up to `max_bytes` sized for
+    /// `max_records`. A read for an offset below the kept read (a record
+    /// released or lapsed, delivered again) is made on the side: the kept
+    /// read and the prefetch stay for the acquisitions at the window's end.
+    /// Otherwise the new read is kept and the prefetch of what follows
+    /// started. `Err(OffsetOutOfRange)` when the log start passed `offset`.
     pub async fn read(
         &self,
         offset: i64,
@@ -161,8 +169,11 @@ impl Reader {
         max_bytes: usize,
         isolation: IsolationLevel,
     ) -> Result<Read, ErrorCode> {
-        if let Some(read) = self.kept(offset, max_records, max_bytes, isolation) {
-            return Ok(read);
+        self.last_used.set(Instant::now());
+        let behind_kept = self.kept.borrow().as_ref().is_some_and(|kept| kept.starts_after(offset));
+        if behind_kept {
+            let (records, batches) = self.classified(self.fetch(offset, max_records, max_bytes, isolation).await)?;
+            return Ok(Read { records, batches, first: 0 });
         }
         let prefetched = {
             let mut next = self.next.borrow_mut();
@@ -183,6 +194,15 @@ impl Reader {
             },
             None => self.fetch(offset, max_records, max_bytes, isolation).await,
         };
+        let (records, batches) = self.classified(fetched)?;
+        *self.kept.borrow_mut() = Some(Kept { isolation, records: records.clone(), batches: batches.clone() });
+        self.prefetch_after_kept(max_records, max_bytes);
+        Ok(Read { records, batches, first: 0 })
+    }
+
+    /// A finished log read's records and classified batches; it also sizes
+    /// the next read.
+    fn classified(&self, fetched: FetchOutcome) -> Result<(Bytes, Rc<[ReadBatch]>), ErrorCode> {
         if let Some(error) = fetched.error {
             return Err(error);
         }
@@ -192,9 +212,7 @@ impl Reader {
         if records_read > 0 {
             self.bytes_per_record.set(records.len() as f64 / records_read as f64);
         }
-        *self.kept.borrow_mut() = Some(Kept { isolation, records: records.clone(), batches: batches.clone() });
-        self.prefetch_after_kept(max_records, max_bytes);
-        Ok(Read { records, batches, first: 0 })
+        Ok((records, batches))
     }
 
     /// [`Self::read`] when the kept read holds `offset`: no I/O, no await.
@@ -203,6 +221,12 @@ impl Reader {
         let read = self.kept_from(offset, isolation)?;
         self.prefetch_after_kept(max_records, max_bytes);
         Some(read)
+    }
+
+    /// The first offset of the kept read, if there is one.
+    #[cfg(test)]
+    pub fn kept_start(&self) -> Option<i64> {
+        self.kept.borrow().as_ref()?.batches.first().map(|batch| batch.info.base_offset)
     }
 
     /// Bytes of the kept read (a running prefetch's are not known yet).
@@ -240,14 +264,17 @@ impl Reader {
     }
 
     /// The kept read's batches from the one holding `offset`; a kept read
-    /// that `offset` passed (or that another isolation made) is dropped.
+    /// that `offset` passed (or that another isolation made) is dropped,
+    /// one that starts above `offset` is kept.
     fn kept_from(&self, offset: i64, isolation: IsolationLevel) -> Option<Read> {
         let mut kept = self.kept.borrow_mut();
         let read = kept.as_ref()?;
         match read.batch_holding(offset, isolation) {
             Some(first) => Some(Read { records: read.records.clone(), batches: read.batches.clone(), first }),
             None => {
-                *kept = None;
+                if read.isolation != isolation || !read.starts_after(offset) {
+                    *kept = None;
+                }
                 None
             }
         }

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use super::log::ShareStateLog;
 use super::read_ahead::Reader;
 use super::records::{SharePartitionRecord, ShareRecord};
-use super::state::{AckBatch, AckError, AcquireLimits, AcquiredRange, BatchInfo, MemberId, ShareState, StateRange};
+use super::state::{AckBatch, AckError, AcquireLimits, AcquiredRange, MemberId, ShareState, StateRange};
 use super::ShareSettings;
 use crate::partition::{IsolationLevel, Partition};
 
@@ -335,7 +335,6 @@ impl SharePartition {
             // below is applied.
             break (read, fetch_offset);
         };
-        let infos: Vec<BatchInfo> = read.batches().iter().map(|batch| batch.info).collect();
         let limits = AcquireLimits {
             max_records,
             max_in_flight: settings.partition_max_record_locks,
@@ -345,7 +344,8 @@ impl SharePartition {
         let member: MemberId = Rc::from(member_id);
         let (acquired, delta) = {
             let mut state = self.state.borrow_mut();
-            let (acquired, changes) = state.acquire(&member, fetch_offset, &infos, &limits);
+            let (acquired, changes) =
+                state.acquire(&member, fetch_offset, read.batches().iter().map(|batch| &batch.info), &limits);
             let delta = (!changes.is_empty()).then(|| self.delta(&state, changes));
             (acquired, delta)
         };
@@ -536,6 +536,12 @@ impl SharePartition {
     /// Bytes of the log this share-partition holds read ahead.
     pub fn read_ahead_bytes(&self) -> usize {
         self.reader.kept_bytes()
+    }
+
+    /// Where the kept read-ahead starts (tests).
+    #[cfg(test)]
+    pub fn read_ahead_start(&self) -> Option<i64> {
+        self.reader.kept_start()
     }
 
     /// Drops the read-ahead when no acquisition used it for `idle` (the

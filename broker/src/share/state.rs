@@ -352,11 +352,11 @@ impl ShareState {
     /// the log skipped between batches are archived as gaps. Returns the
     /// acquired ranges and the persisted changes (Acquired as Available
     /// with the new count).
-    pub fn acquire(
+    pub fn acquire<'a>(
         &mut self,
         member: &MemberId,
         fetch_offset: i64,
-        batches: &[BatchInfo],
+        batches: impl IntoIterator<Item = &'a BatchInfo>,
         limits: &AcquireLimits,
     ) -> (Vec<AcquiredRange>, Vec<StateRange>) {
         let mut acquired = Vec::new();

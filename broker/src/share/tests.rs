@@ -600,3 +600,41 @@ fn concurrent_acquisitions_wait_for_one_read_and_take_different_records() {
         assert_eq!(reads, 1, "the waiting acquisitions took from the first one's read");
     });
 }
+
+#[test]
+fn a_redelivery_below_the_read_ahead_leaves_it_in_place() {
+    // Proves that acquiring a released record, below the kept read, reads
+    // that record's batch on the side: the redelivery gets it with its
+    // delivery counted, and the kept read stays where it was for the next
+    // acquisition at the window's end, which continues in order.
+    let dir = tempfile::tempdir().unwrap();
+    with_shard(dir.path(), End::Clean, |shard, partition| async move {
+        let value = vec![b'v'; 1000];
+        for _ in 0..400 {
+            let mut builder = RecordBatchBuilder::new(Codec::None);
+            for _ in 0..5 {
+                builder.push(now_ms(), None, Some(&value), &[]);
+            }
+            produce_batch(&partition, builder.build().unwrap()).await;
+        }
+        let settings = ShareSettings { partition_max_record_locks: 10_000, ..earliest() };
+        let share = shard.share.get_or_open(&shard, "g", &partition, &settings).await.unwrap();
+        let held = share.acquire("a", 1 << 20, 10, &settings, now_ms()).await;
+        assert_eq!(held.acquired, vec![range(0, 9, 1)]);
+        // Past the first read (1 MiB, about 1000 records) so that the kept
+        // read starts above offset 5.
+        let mut next = 10;
+        while share.read_ahead_start().is_none_or(|start| start <= 5) {
+            let fetched = share.acquire("b", 1 << 20, 10, &settings, now_ms()).await;
+            next = fetched.acquired.last().unwrap().last_offset + 1;
+        }
+        let kept_at = share.read_ahead_start();
+        share.acknowledge("a", &[ack(5, 5, &[ack_type::RELEASE])], &settings, now_ms()).await.unwrap();
+        let again = share.acquire("c", 1 << 20, 10, &settings, now_ms()).await;
+        assert_eq!(again.acquired, vec![range(5, 5, 2)]);
+        assert_eq!(bases(&again), vec![5]);
+        assert_eq!(share.read_ahead_start(), kept_at, "the kept read stayed");
+        let onward = share.acquire("c", 1 << 20, 10, &settings, now_ms()).await;
+        assert_eq!(onward.acquired.first().map(|r| r.first_offset), Some(next));
+    });
+}
